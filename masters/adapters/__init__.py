@@ -1,0 +1,1 @@
+"""VLM adapters: one per model family; everything the engine does with a model goes through one."""

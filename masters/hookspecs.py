@@ -1,0 +1,84 @@
+"""The plugin contract of masters: every hook a plugin may implement, documented here.
+
+A plugin is a module (or object) with functions decorated by :data:`hookimpl`, named after the
+hooks below, published under the entry-point group ``masters``::
+
+    [project.entry-points.masters]
+    my_plugin = "my_package.hooks"
+
+Registration hooks receive a ``register`` callback and call it once per component *spec class*;
+plugins never register by import side effect, and the host records which distribution each
+component came from. A spec class is a :class:`masters.specs.ComponentSpec` subclass whose ``name``
+field is a ``Literal`` and whose ``implementation`` points (lazily, as ``"module:Attr"``) at the
+class the engine builds; the interface that class must satisfy is in :mod:`masters.interfaces`.
+Built-in components register through these same hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+PROJECT = "masters"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+Register = Callable[[type], None]
+
+
+@hookspec
+def masters_register_maskers(register: Register) -> None:
+    """Register maskers: components that decide which teacher weights are zeroed at a ratio.
+
+    Call ``register(SpecClass)`` once per masker. ``SpecClass.kind`` is ``"masker"`` and its
+    implementation satisfies :class:`masters.interfaces.Masker`: given the in-scope weights it
+    returns, per tensor, a removal order whose prefixes are the masks of every level, so that
+    masks nest and restoring to ratio 0 is exact.
+    """
+
+
+@hookspec
+def masters_register_schedules(register: Register) -> None:
+    """Register restore schedules: maps from training progress in ``[0, 1]`` to a mask ratio.
+
+    ``SpecClass.kind`` is ``"schedule"``; the implementation satisfies
+    :class:`masters.interfaces.RestoreSchedule` and exposes its finite, ordered set of levels
+    (the last one is 0), which is where response banks are generated.
+    """
+
+
+@hookspec
+def masters_register_rewards(register: Register) -> None:
+    """Register reward functions.
+
+    ``SpecClass.kind`` is ``"reward"``. An accuracy reward (``SpecClass.signal == "accuracy"``)
+    satisfies :class:`masters.interfaces.AccuracyReward` and is computed offline, once per banked
+    response. A distillation reward (``signal == "distillation"``) satisfies
+    :class:`masters.interfaces.DistillationReward` and is computed in the training step from the
+    teacher and student forward passes.
+    """
+
+
+@hookspec
+def masters_register_adapters(register: Register) -> None:
+    """Register VLM adapters: everything the engine does with a model goes through one.
+
+    ``SpecClass.kind`` is ``"adapter"``; the implementation satisfies
+    :class:`masters.interfaces.VLMAdapter` (load, encode a chat, generate, teacher-force, list
+    maskable tensors by VLM part, save). Pair it with :func:`masters_claim_checkpoint` so that
+    checkpoints of its family are recognised from their directory alone.
+    """
+
+
+@hookspec(firstresult=True)
+def masters_claim_checkpoint(config: dict[str, Any]) -> str | None:
+    """Return the name of the adapter that handles a checkpoint, or ``None`` to pass.
+
+    ``config`` is the raw ``config.json`` of the checkpoint directory as a dict; decide from it
+    alone (usually ``config["model_type"]``) without importing transformers. The first non-None
+    answer wins; an explicit ``adapter:`` in the run spec overrides every claim, and when two
+    plugins claim the same checkpoint masters warns and names both.
+    """

@@ -1,0 +1,1 @@
+"""Rewards: offline accuracy rewards (rules, judges) and the in-step distillation reward."""

@@ -1,0 +1,1 @@
+"""Restore schedules: training progress -> mask ratio, over a finite set of levels."""

@@ -1,0 +1,27 @@
+"""Test-wide settings: no network, no model hub, no plugins autoloaded from the machine."""
+
+from __future__ import annotations
+
+import os
+
+# Set before anything imports masters or transformers.
+os.environ["MASTERS_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+os.environ.pop("MASTERS_PLUGINS", None)
+os.environ.pop("MASTERS_BLOCK_PLUGINS", None)
+os.environ.pop("MASTERS_STRICT_PLUGINS", None)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def fresh_components(monkeypatch):
+    """Reload plugins after a test changes MASTERS_* variables; restore the default afterwards."""
+    from masters.plugins import reset_components
+
+    reset_components()
+    yield monkeypatch
+    monkeypatch.undo()
+    reset_components()
