@@ -1,0 +1,5 @@
+import sys
+
+from masters.cli import main
+
+sys.exit(main())
