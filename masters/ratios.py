@@ -63,6 +63,15 @@ class Ratio:
             raise ValueError(f"ratio {value!r} is outside [0, 1]")
         return cls(int(bp))
 
+    def __copy__(self) -> Ratio:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Ratio:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Ratio, (self.bp,))
+
     def __float__(self) -> float:
         return self.bp / BASIS_POINTS
 
