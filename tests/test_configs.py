@@ -1,0 +1,20 @@
+"""Every example config in configs/ validates: they are documentation users copy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from masters.specs import load_run_spec
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_there_are_example_configs():
+    assert CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_example_config_validates(path):
+    load_run_spec(path)
