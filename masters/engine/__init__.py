@@ -1,0 +1,1 @@
+"""Stage plumbing shared by every pipeline stage: identity hashes, provenance, fault injection."""
