@@ -85,3 +85,7 @@ def unknown_name_message(kind: str, name: str, available: Sequence[str]) -> str:
     shown = ", ".join(available) if available else "(none registered)"
     parts.append(f"Available: {shown} ({len(available)} total)")
     return " ".join(parts)
+
+
+class ImageTokenMismatchError(MastersError):
+    """The prompt's image-token count differs from what the vision tower produces."""

@@ -1,0 +1,419 @@
+"""The shared implementation of every built-in adapter: a transformers VLM and its processor.
+
+Families differ only in the class attributes and the few hooks marked "family hook" below; see
+``masters.adapters.families`` and :class:`masters.interfaces.VLMAdapter` for the contract.
+
+Batches are left-padded end to end (``[pad ... pad | prompt | response]``). That is the layout
+``generate`` needs, and it puts every response's last token at the last position, so the logits
+that predict responses all lie in the last ``max_response_len + 1`` positions: teacher forcing asks
+the model for those positions only (``logits_to_keep``) and never builds full-sequence logits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from masters.data.types import VQASample
+from masters.errors import ImageTokenMismatchError, MastersError
+from masters.interfaces import VLM_PARTS, VLMPart
+
+# Processor outputs with one value per token; everything else (pixels, grids) is per image.
+TOKEN_KEYS: tuple[str, ...] = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+
+
+@dataclass
+class EncodedBatch:
+    """Model inputs for a batch, plus where each response token sits.
+
+    ``inputs`` goes to ``model(**inputs)``. Response token ``j`` of sample ``i`` is
+    ``response_ids[i, j]``; it is real where ``response_mask[i, j]`` and its predicting logit is at
+    kept position ``response_index[i, j]`` of a forward run with ``logits_to_keep=keep``.
+    """
+
+    inputs: dict[str, torch.Tensor]
+    prompt_lengths: list[int]
+    response_ids: torch.Tensor  # [B, R] long, pad id where masked
+    response_mask: torch.Tensor  # [B, R] bool
+    response_index: torch.Tensor  # [B, R] long, into the kept logits
+    keep: int  # logits_to_keep for the forward pass (R + 1)
+
+    def to(self, device: torch.device | str) -> EncodedBatch:
+        return EncodedBatch(
+            {k: v.to(device) for k, v in self.inputs.items()}, self.prompt_lengths,
+            self.response_ids.to(device), self.response_mask.to(device), self.response_index.to(device), self.keep,
+        )
+
+
+@dataclass
+class TeacherForced:
+    """Result of teacher-forcing responses, aligned by response-token index.
+
+    ``logprobs[i, j]`` is log p(response token j | prompt, tokens < j) over the model's full
+    vocabulary (0 where ``mask`` is False); ``logits[i, j]`` are the logits that predicted it, cut to
+    ``vocab_limit`` columns when one was given. Both carry gradients when the call did.
+    """
+
+    logprobs: torch.Tensor  # [B, R]
+    logits: torch.Tensor  # [B, R, V]
+    mask: torch.Tensor  # [B, R] bool
+
+    def token_loss(self) -> torch.Tensor:
+        """Mean negative log-likelihood over real response tokens (the SFT loss)."""
+        return -(self.logprobs * self.mask).sum() / self.mask.sum().clamp(min=1)
+
+
+class HFVLMAdapter:
+    """A transformers ``*ForConditionalGeneration`` VLM behind the :class:`VLMAdapter` protocol.
+
+    Build it with ``spec.build(path=DIR)`` (or ``spec.build(model=..., processor=...)`` for objects
+    already in memory). Subclasses set:
+
+    * ``processor_class``: the processor class to (re)load with (image-only subclasses where the
+      stock one wants torchvision);
+    * ``part_prefixes``: parameter-name prefixes of each VLM part; the longest match wins, so
+      ``model.visual.merger.`` (projector) can sit inside ``model.visual.`` (vision);
+    * ``position_ids_from_mask``: pass ``cumsum(attention_mask) - 1`` as positions (1-D RoPE
+      families); False where the model derives its own (multimodal RoPE from the attention mask);
+    * :meth:`expected_image_tokens`: what the vision tower produces for the given pixels.
+    """
+
+    processor_class: ClassVar[str] = "transformers:AutoProcessor"
+    part_prefixes: ClassVar[Mapping[VLMPart, tuple[str, ...]]] = {}
+    extra_linear_weights: ClassVar[Mapping[str, VLMPart]] = {}  # 2-D params used as linear maps
+    position_ids_from_mask: ClassVar[bool] = True
+    image_kwargs_from_spec: ClassVar[bool] = False  # pass min/max_pixels to the image processor
+
+    def __init__(self, spec: Any, *, path: str | Path | None = None, model: Any = None, processor: Any = None,
+                 device: str | torch.device | None = None):
+        self.spec = spec
+        self.path = Path(path) if path is not None else None
+        if model is None or processor is None:
+            if path is None:
+                raise MastersError("an adapter needs a checkpoint directory or a model and a processor",
+                                   where=f"adapter {spec.name!r}", fix="pass path=DIR to spec.build()")
+            model = model if model is not None else self._load_model(self.path)
+            processor = processor if processor is not None else self._load_processor(self.path)
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        if device is not None:
+            self.model.to(device)
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
+
+    # -- loading ---------------------------------------------------------------------------------
+    def _load_model(self, path: Path):
+        import transformers
+
+        from masters.adapters.resolve import MODEL_CLASSES, read_checkpoint_config
+
+        config = read_checkpoint_config(path)
+        cls = getattr(transformers, MODEL_CLASSES[config["model_type"]])
+        dtype = "auto" if self.spec.dtype == "auto" else getattr(torch, self.spec.dtype)
+        attn = None if self.spec.attn_implementation == "auto" else self.spec.attn_implementation
+        if attn == "xformers" and not torch.cuda.is_available():
+            attn = None  # xformers has no CPU kernels: SDPA it is
+        try:
+            return cls.from_pretrained(str(path), dtype=dtype, attn_implementation=attn).eval()
+        except (OSError, ValueError) as exc:
+            raise MastersError(f"cannot load the model: {exc}", where=str(path),
+                               fix="check that the directory holds a complete checkpoint (config + weights)") from None
+
+    def processor_class_for(self, config: Mapping[str, Any]) -> str:
+        """Family hook: ``"module:Class"`` of the processor for a checkpoint's config.json."""
+        return self.processor_class
+
+    def _load_processor(self, path: Path):
+        import importlib
+
+        from masters.adapters.resolve import read_checkpoint_config
+
+        module, _, name = self.processor_class_for(read_checkpoint_config(path)).partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        try:
+            processor = cls.from_pretrained(str(path))
+        except (OSError, ValueError, TypeError) as exc:
+            raise MastersError(f"cannot load the processor: {exc}", where=str(path),
+                               fix="save the processor (tokenizer + image processor) beside the model") from None
+        processor.tokenizer.padding_side = "left"
+        return processor
+
+    # -- vocabulary ------------------------------------------------------------------------------
+    @property
+    def eos_token_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.insert(0, self.tokenizer.eos_token_id)
+        return ids
+
+    def vocab(self) -> dict[str, int]:
+        """The token-to-id map (what teacher/student compatibility is decided on)."""
+        return self.tokenizer.get_vocab()
+
+    def response_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Tokenise reference answers as responses: the answer's ids followed by EOS."""
+        eos = self.eos_token_ids[0]
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] + [eos] for t in texts]
+
+    def decode(self, responses: Sequence[Sequence[int]]) -> list[str]:
+        return self.tokenizer.batch_decode([list(r) for r in responses], skip_special_tokens=True)
+
+    # -- encoding --------------------------------------------------------------------------------
+    def prompt_text(self, sample: VQASample) -> str:
+        """The chat-templated prompt of one sample (one image placeholder per image)."""
+        content = [{"type": "image"} for _ in sample.images] + [{"type": "text", "text": sample.question}]
+        messages = [{"role": "user", "content": content}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _images(self, sample: VQASample) -> list[Any]:
+        images = sample.load_images()
+        lo, hi = self.spec.min_pixels, self.spec.max_pixels
+        if self.image_kwargs_from_spec or (lo is None and hi is None):
+            return images
+        out = []
+        for im in images:  # families with fixed-size towers: bound the area before their resize
+            area = im.width * im.height
+            scale = math.sqrt(hi / area) if hi and area > hi else math.sqrt(lo / area) if lo and area < lo else 1.0
+            if scale != 1.0:
+                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
+            out.append(im)
+        return out
+
+    def _processor_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if self.image_kwargs_from_spec:
+            if self.spec.min_pixels:
+                kwargs["min_pixels"] = self.spec.min_pixels
+            if self.spec.max_pixels:
+                kwargs["max_pixels"] = self.spec.max_pixels
+        return kwargs
+
+    def _process_one(self, sample: VQASample) -> dict[str, torch.Tensor]:
+        text = self.prompt_text(sample)
+        images = self._images(sample)
+        kwargs = dict(text=[text], return_tensors="pt")
+        if images:
+            kwargs["images"] = self.format_images(images)
+            kwargs.update(self._processor_kwargs())
+        try:
+            out = self.processor(**kwargs)
+        except MastersError:
+            raise
+        except Exception as exc:
+            raise MastersError(f"the processor rejected this sample: {type(exc).__name__}: {exc}",
+                               where=f"sample {sample.id!r}", fix="check the sample's images and question") from None
+        out = {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+        self._check_image_tokens(sample, out)
+        return out
+
+    def format_images(self, images: list[Any]) -> Any:
+        """Family hook: the ``images`` argument of the processor for one sample."""
+        return images
+
+    def expected_image_tokens(self, encoded: Mapping[str, torch.Tensor]) -> int:
+        """Family hook: image tokens the vision tower produces for one sample's processed images."""
+        raise NotImplementedError
+
+    def image_token_id(self) -> int:
+        cfg = self.model.config
+        for key in ("image_token_id", "image_token_index"):
+            value = getattr(cfg, key, None)
+            if value is not None:
+                return int(value)
+        raise MastersError("the model config names no image token", where=type(self.model).__name__)
+
+    def _check_image_tokens(self, sample: VQASample, encoded: Mapping[str, torch.Tensor]) -> None:
+        found = int((encoded["input_ids"] == self.image_token_id()).sum())
+        expected = self.expected_image_tokens(encoded) if sample.images else 0
+        if found != expected:
+            raise ImageTokenMismatchError(
+                f"the prompt holds {found} image tokens but the vision tower produces {expected} for "
+                f"{len(sample.images)} image(s)",
+                where=f"sample {sample.id!r}",
+                fix="the processor's image settings (image_seq_length, patch size, tiling) do not match the "
+                "model config: save the processor that belongs to this checkpoint, and give the question no "
+                "literal image tokens",
+            )
+
+    def merge_image_inputs(self, key: str, values: list[torch.Tensor]) -> torch.Tensor:
+        """Family hook: join one per-image input across samples (default: concatenate on dim 0)."""
+        return torch.cat(values, dim=0)
+
+    def encode(self, samples: Sequence[VQASample], responses: Sequence[Sequence[int]] | None = None) -> EncodedBatch:
+        """Left-padded model inputs for the prompts, with ``responses`` (token ids) appended."""
+        if not samples:
+            raise ValueError("encode() needs at least one sample")
+        if responses is not None and len(responses) != len(samples):
+            raise ValueError(f"{len(samples)} samples but {len(responses)} responses")
+        per_sample = [self._process_one(s) for s in samples]
+        responses = [list(r) for r in responses] if responses is not None else [[] for _ in samples]
+        lengths = [int(p["input_ids"].shape[1]) + len(r) for p, r in zip(per_sample, responses)]
+        total = max(lengths)
+        token_keys = [k for k in TOKEN_KEYS if k in per_sample[0]]
+        inputs: dict[str, torch.Tensor] = {}
+        for key in token_keys:
+            fill = self.pad_token_id if key == "input_ids" else 0
+            rows = []
+            for p, r, n in zip(per_sample, responses, lengths):
+                row = p[key][0].tolist()
+                row += r if key == "input_ids" else [1 if key == "attention_mask" else 0] * len(r)
+                rows.append([fill] * (total - n) + row)
+            inputs[key] = torch.tensor(rows, dtype=torch.long)
+        image_keys = {k for p in per_sample for k in p if k not in TOKEN_KEYS}
+        for key in sorted(image_keys):
+            values = [p[key] for p in per_sample if key in p]
+            inputs[key] = self.merge_image_inputs(key, values)
+        if self.position_ids_from_mask:
+            inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        r_max = max((len(r) for r in responses), default=0)
+        keep = r_max + 1
+        ids = torch.full((len(samples), r_max), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(samples), r_max), dtype=torch.bool)
+        index = torch.zeros((len(samples), r_max), dtype=torch.long)
+        for i, r in enumerate(responses):
+            if r:
+                ids[i, : len(r)] = torch.tensor(r)
+                mask[i, : len(r)] = True
+                # kept position k holds absolute position total - keep + k; token j of a response of
+                # length n is predicted at absolute position total - n - 1 + j.
+                index[i, : len(r)] = torch.arange(len(r)) + (keep - len(r) - 1)
+        return EncodedBatch(inputs, [int(p["input_ids"].shape[1]) for p in per_sample], ids, mask, index, keep)
+
+    # -- forward passes --------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _forward(self, batch: EncodedBatch, **kwargs: Any):
+        try:
+            return self.model(**batch.inputs, use_cache=False, **kwargs)
+        except ValueError as exc:
+            if "image" in str(exc).lower() and ("token" in str(exc).lower() or "feature" in str(exc).lower()):
+                raise ImageTokenMismatchError(
+                    f"image tokens and image features disagree: {exc}", where=type(self.model).__name__,
+                    fix="save the processor that belongs to this checkpoint",
+                ) from None
+            raise
+
+    def teacher_force(self, samples: Sequence[VQASample], responses: Sequence[Sequence[int]], *,
+                      vocab_limit: int | None = None) -> TeacherForced:
+        """Teacher-force ``responses`` (EOS included) in one forward pass.
+
+        Only the response positions reach the LM head (``logits_to_keep``) and the softmax.
+        Gradients flow unless the caller wraps this in ``torch.no_grad()``.
+        """
+        if any(len(r) == 0 for r in responses):
+            raise ValueError("teacher_force() needs non-empty responses (EOS included)")
+        batch = self.encode(samples, responses).to(self.device)
+        out = self._forward(batch, logits_to_keep=batch.keep)
+        kept = out.logits  # [B, keep, V]
+        index = batch.response_index.unsqueeze(-1).expand(-1, -1, kept.shape[-1])
+        logits = kept.gather(1, index)  # [B, R, V]: response positions only
+        logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
+        logprobs = logprobs.masked_fill(~batch.response_mask, 0.0)
+        if vocab_limit is not None:
+            logits = logits[..., :vocab_limit]
+        return TeacherForced(logprobs=logprobs, logits=logits, mask=batch.response_mask)
+
+    @torch.no_grad()
+    def generate(self, samples: Sequence[VQASample], *, max_new_tokens: int = 256, temperature: float = 1.0,
+                 top_p: float = 1.0, top_k: int = 0, repetition_penalty: float = 1.0, num_return_sequences: int = 1,
+                 do_sample: bool | None = None, seed: int | None = None) -> list[list[int]]:
+        """Batched generation: ``len(samples) * num_return_sequences`` token-id lists, sample-major.
+
+        Each list ends with the EOS token when the model produced one within ``max_new_tokens``.
+        ``temperature=0`` (or ``do_sample=False``) is greedy decoding.
+        """
+        batch = self.encode(samples).to(self.device)
+        inputs = {k: v for k, v in batch.inputs.items() if k != "position_ids"}  # generate derives them
+        sample = (temperature > 0) if do_sample is None else do_sample
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=sample,
+                                      num_return_sequences=num_return_sequences, pad_token_id=self.pad_token_id,
+                                      eos_token_id=self.eos_token_ids, repetition_penalty=repetition_penalty)
+        if sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext():
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.model.generate(**inputs, **kwargs)
+        prompt_len = batch.inputs["input_ids"].shape[1]
+        eos = set(self.eos_token_ids)
+        result = []
+        for row in out[:, prompt_len:].tolist():
+            cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+            row = row[:cut]
+            while row and row[-1] == self.pad_token_id and row[-1] not in eos:
+                row.pop()
+            result.append(row)
+        return result
+
+    # -- parameters ------------------------------------------------------------------------------
+    def part_of(self, name: str) -> VLMPart | None:
+        best: tuple[int, VLMPart | None] = (0, None)
+        for part, prefixes in self.part_prefixes.items():
+            for prefix in prefixes:
+                if name.startswith(prefix) and len(prefix) > best[0]:
+                    best = (len(prefix), part)
+        return best[1]
+
+    def linear_weight_names(self) -> list[str]:
+        """Every in-scope weight: 2-D weights of ``nn.Linear`` modules and the family's extra 2-D
+        projection parameters; the LM head (and anything tied to the embeddings) is out of scope."""
+        out_emb = self.model.get_output_embeddings()
+        in_emb = self.model.get_input_embeddings()
+        excluded = {id(out_emb.weight) if out_emb is not None else None, id(in_emb.weight)}
+        names = []
+        for mod_name, module in self.model.named_modules():
+            if isinstance(module, nn.Linear) and module.weight.dim() == 2 and id(module.weight) not in excluded:
+                names.append(f"{mod_name}.weight")
+        params = dict(self.model.named_parameters())
+        names += [n for n in self.extra_linear_weights if n in params]
+        return names
+
+    def maskable_parameters(self) -> dict[VLMPart, dict[str, nn.Parameter]]:
+        """In-scope weights grouped by VLM part (disjoint; together every in-scope weight)."""
+        params = dict(self.model.named_parameters())
+        parts: dict[VLMPart, dict[str, nn.Parameter]] = {p: {} for p in VLM_PARTS}
+        unplaced = []
+        for name in self.linear_weight_names():
+            part = self.extra_linear_weights.get(name) or self.part_of(name)
+            if part is None:
+                unplaced.append(name)
+            else:
+                parts[part][name] = params[name]
+        if unplaced:
+            raise MastersError(
+                f"{len(unplaced)} linear weight(s) belong to no VLM part, e.g. {unplaced[0]}",
+                where=f"adapter {self.spec.name!r}",
+                fix=f"extend {type(self).__name__}.part_prefixes to cover them",
+            )
+        return parts
+
+    # -- saving ----------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        """``save_pretrained`` for the model and its processor (safetensors, no pickle)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(directory))
+        self.processor.save_pretrained(str(directory))
+        (directory / "masters_adapter.json").write_text(json.dumps({"adapter": self.spec.name}) + "\n")
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

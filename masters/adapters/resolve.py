@@ -1,0 +1,84 @@
+"""Pick and build the adapter of a checkpoint directory from its config.json alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from masters.errors import MastersError
+
+# model_type -> transformers class that loads it (torch-free table: read by the adapters and the
+# tiny-model factory).
+MODEL_CLASSES: dict[str, str] = {
+    "llava": "LlavaForConditionalGeneration",
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "internvl": "InternVLForConditionalGeneration",
+    "idefics3": "Idefics3ForConditionalGeneration",
+    "smolvlm": "SmolVLMForConditionalGeneration",
+    "gemma3": "Gemma3ForConditionalGeneration",
+}
+
+
+def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's config.json as a dict, with errors that say which directory is wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise MastersError("checkpoint directory not found", where=str(path),
+                           fix="point the model path at a local directory saved with save_pretrained")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise MastersError("no config.json in the checkpoint directory", where=str(path),
+                           fix="point at the directory that holds config.json (save_pretrained writes it)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MastersError(f"cannot read config.json: {exc}", where=str(config_file),
+                           fix="restore the checkpoint's config.json") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise MastersError("config.json has no model_type", where=str(config_file),
+                           fix="save the model with save_pretrained so config.json names its model_type")
+    return config
+
+
+def adapter_spec_for(model_spec: Any):
+    """The adapter spec of a model spec: its explicit ``adapter`` wins, else the claim hook decides.
+
+    ``model_spec`` is a ``ModelSpec`` (``path`` and optional ``adapter``), a path, or a mapping.
+    """
+    from masters.plugins import get_components
+
+    if isinstance(model_spec, (str, Path)):
+        path, adapter = Path(model_spec), None
+    elif isinstance(model_spec, dict):
+        path, adapter = Path(model_spec["path"]), model_spec.get("adapter")
+    else:
+        path, adapter = Path(model_spec.path), getattr(model_spec, "adapter", None)
+    components = get_components()
+    registry = components.registry("adapter")
+    if adapter is not None:
+        if isinstance(adapter, str):
+            return registry.get(adapter, where=str(path)).spec_cls()
+        if isinstance(adapter, dict):
+            return registry.get(adapter["name"], where=str(path)).spec_cls.model_validate(adapter)
+        return adapter
+    config = read_checkpoint_config(path)
+    name = components.claim_checkpoint(config, where=str(path))
+    if name is None:
+        supported = sorted({t for e in registry for t in getattr(e.spec_cls, "model_types", ())})
+        raise MastersError(
+            f"no adapter handles model_type {config['model_type']!r}",
+            where=str(path),
+            fix=f"supported model types: {', '.join(supported)}; set `adapter:` explicitly, or install the "
+            "plugin for this family (`masters list adapters`)",
+        )
+    return registry.get(name, where=str(path)).spec_cls()
+
+
+def resolve_adapter(model_spec: Any, **context: Any):
+    """Build the adapter for a model spec (see :func:`adapter_spec_for`) on its checkpoint."""
+    path = model_spec if isinstance(model_spec, (str, Path)) else (
+        model_spec["path"] if isinstance(model_spec, dict) else model_spec.path)
+    return adapter_spec_for(model_spec).build(path=path, **context)
