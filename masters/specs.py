@@ -65,6 +65,12 @@ class MaskerSpec(ComponentSpec):
     exclude: tuple[str, ...] = Field(
         (), description="fnmatch patterns of parameter names never masked (applied after include)."
     )
+    memory: Literal["stored", "on_the_fly"] = Field(
+        "stored",
+        description="stored: zero weights in place, keep the masked values and a bit mask to restore "
+        "(about r_max x bytes/weight + 1/8 byte/param); on_the_fly: never modify weights, apply the "
+        "mask in each forward (no copy, slower forward).",
+    )
 
 
 class ScheduleSpec(ComponentSpec):

@@ -1,17 +1,77 @@
-"""Specs of the built-in maskers (torch-free)."""
+"""Specs of the built-in maskers (torch-free).
+
+Every masker shares the scope fields of :class:`masters.specs.MaskerSpec` (parts, include,
+exclude) and the runtime's memory mode. Each spec names its implementation lazily, so listing and
+validating maskers never imports torch.
+"""
 
 from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from pydantic import Field
+
 from masters.specs import MaskerSpec
 
 
 class MagnitudeMaskerSpec(MaskerSpec):
-    """Zero the smallest-magnitude weights of each tensor (the paper's masker)."""
+    """Zero the smallest-magnitude weights of each tensor (the paper's masker; per expert for MoE)."""
 
     implementation: ClassVar[str] = "masters.masking.maskers:MagnitudeMasker"
     name: Literal["magnitude"] = "magnitude"
 
 
-BUILTIN_MASKER_SPECS: tuple[type[MaskerSpec], ...] = (MagnitudeMaskerSpec,)
+class GlobalMaskerSpec(MaskerSpec):
+    """One magnitude threshold over every in-scope weight (the paper rejects it: layers vanish)."""
+
+    implementation: ClassVar[str] = "masters.masking.maskers:GlobalMagnitudeMasker"
+    name: Literal["global"] = "global"
+
+
+class RowMaskerSpec(MaskerSpec):
+    """Zero the smallest-magnitude weights of each output row (each row realises the ratio)."""
+
+    implementation: ClassVar[str] = "masters.masking.maskers:RowMagnitudeMasker"
+    name: Literal["row"] = "row"
+
+
+class NMMaskerSpec(MaskerSpec):
+    """N:M masking: in each group of ``m`` consecutive input weights, zero the ``ratio * m`` smallest.
+
+    Levels must be multiples of ``1/m`` and nest by masking fewer per group: with ``m = 4``,
+    ratio 0.5 masks 2 of 4 (the hardware 2:4 pattern), 0.25 masks 1 of 4 and 0 restores all
+    (a schedule with ``r_max: 0.5, step: 0.25``).
+    """
+
+    implementation: ClassVar[str] = "masters.masking.maskers:NMMasker"
+    name: Literal["nm"] = "nm"
+    m: int = Field(4, ge=2, le=16, description="Group size M (consecutive weights along the input dimension).")
+
+
+class RandomMaskerSpec(MaskerSpec):
+    """Zero a seeded random subset of each tensor: the ablation control for magnitude masking."""
+
+    implementation: ClassVar[str] = "masters.masking.maskers:RandomMasker"
+    name: Literal["random"] = "random"
+    seed: int = Field(0, description="Seed of the random order; the same seed gives the same masks.")
+
+
+class WandaMaskerSpec(MaskerSpec):
+    """Activation-aware (Wanda): zero the smallest ``|W| * ||X||`` per output row.
+
+    Needs the L2 norm of each input feature over a calibration batch
+    (``masters.masking.collect_input_norms``).
+    """
+
+    implementation: ClassVar[str] = "masters.masking.maskers:WandaMasker"
+    name: Literal["wanda"] = "wanda"
+
+
+BUILTIN_MASKER_SPECS: tuple[type[MaskerSpec], ...] = (
+    MagnitudeMaskerSpec,
+    GlobalMaskerSpec,
+    RowMaskerSpec,
+    NMMaskerSpec,
+    RandomMaskerSpec,
+    WandaMaskerSpec,
+)
