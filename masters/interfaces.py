@@ -107,31 +107,89 @@ class DistillationReward(Protocol):
 class VLMAdapter(Protocol):
     """Everything the engine does with one vision-language model family.
 
-    Built with ``spec.build(path=...)`` for a local checkpoint directory. See
-    ``masters.adapters`` for the reference implementations and ``masters.testing`` for the
-    conformance kit every adapter must pass.
+    Built with ``spec.build(path=DIR)`` for a local checkpoint directory (or
+    ``spec.build(model=..., processor=...)`` for objects in memory); usually through
+    ``masters.adapters.resolve_adapter(model_spec)``, which picks the adapter from config.json.
+    Samples are :class:`masters.data.VQASample`. A new family rarely needs more than a subclass of
+    ``masters.adapters.base.HFVLMAdapter`` that sets its processor class and part prefixes and
+    counts its image tokens; ``masters.testing.check_adapter(name)`` is the conformance kit every
+    adapter must pass.
+
+    Conventions every implementation keeps:
+
+    * **Responses are token-id lists ending with EOS** (when the model produced one). They are what
+      the bank stores and what teacher forcing replays, so teacher and student are aligned by
+      response-token index even when their prompts differ in length.
+    * **Left padding everywhere.** Batched results equal one-by-one results (to float tolerance).
+    * **Response positions only.** ``teacher_force`` never materialises full-sequence logits or a
+      full-sequence softmax.
+    * **Image tokens are counted** against what the vision tower will produce before any forward
+      pass; a mismatch raises ``ImageTokenMismatchError`` naming the sample.
     """
 
     spec: Any
-    model: Any
-    processor: Any
+    model: Any  # the torch module (``transformers`` PreTrainedModel for the built-ins)
+    processor: Any  # tokenizer + image processor, saved beside the model
+    tokenizer: Any
 
-    def encode(self, samples: Sequence[Any], *, with_answers: bool = False) -> Mapping[str, Any]:
-        """Turn samples (images, question, optional answer) into model inputs via the chat template."""
+    def vocab(self) -> Mapping[str, int]:
+        """The token-to-id map; teacher/student compatibility is decided on it (never ``vocab_size``)."""
         ...
 
-    def generate(self, samples: Sequence[Any], **sampling: Any) -> list[list[int]]:
-        """Batched sampling: the response token ids of each sample (EOS included when produced)."""
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """Ids that end a response; the first is appended by :meth:`response_ids`."""
         ...
 
-    def teacher_force(self, samples: Sequence[Any], responses: Sequence[Sequence[int]]) -> Any:
-        """One forward pass returning per-token log-probs and response-position logits only."""
+    def response_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Reference answers as responses: each text's token ids followed by EOS."""
+        ...
+
+    def decode(self, responses: Sequence[Sequence[int]]) -> list[str]:
+        """Response token ids to text, special tokens (EOS) dropped."""
+        ...
+
+    def encode(self, samples: Sequence[Any], responses: Sequence[Sequence[int]] | None = None) -> Any:
+        """Chat-templated, processed, left-padded model inputs of the prompts with ``responses``
+        appended (``EncodedBatch``: ``inputs`` for ``model(**inputs)`` plus response ids, mask and
+        the index of each response token's predicting logit). Images are bounded by the spec's
+        ``min_pixels`` / ``max_pixels``."""
+        ...
+
+    def generate(
+        self,
+        samples: Sequence[Any],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        repetition_penalty: float = 1.0,
+        num_return_sequences: int = 1,
+        do_sample: bool | None = None,
+        seed: int | None = None,
+    ) -> list[list[int]]:
+        """Batched generation: ``len(samples) * num_return_sequences`` response token-id lists,
+        sample-major, each cut after its first EOS. ``temperature=0`` is greedy."""
+        ...
+
+    def teacher_force(
+        self, samples: Sequence[Any], responses: Sequence[Sequence[int]], *, vocab_limit: int | None = None
+    ) -> Any:
+        """One forward pass over prompts + ``responses`` (EOS included), returning
+        ``TeacherForced(logprobs [B, R], logits [B, R, V], mask [B, R])`` for response positions
+        only, aligned by response-token index. ``logprobs`` are over the model's full vocabulary;
+        ``logits`` are cut to ``vocab_limit`` columns when given (the shared vocabulary of
+        ``check_compatible``). Differentiable unless called under ``torch.no_grad()``."""
         ...
 
     def maskable_parameters(self) -> Mapping[VLMPart, Mapping[str, torch.nn.Parameter]]:
-        """In-scope 2-D linear weights, grouped by VLM part (disjoint, jointly exhaustive)."""
+        """In-scope weights by VLM part: 2-D weights of linear layers (and the family's 2-D
+        projection parameters); embeddings, norms, biases and the LM head excluded. Parts are
+        non-empty, disjoint and together cover every in-scope weight. Keys are
+        ``model.named_parameters()`` names."""
         ...
 
     def save(self, directory: str) -> None:
-        """``save_pretrained`` for the model and its processor."""
+        """``save_pretrained`` for the model and its processor (safetensors)."""
         ...

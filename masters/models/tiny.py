@@ -81,6 +81,11 @@ _TEXT_OF = {"llava": "llava", "llava_qwen2": "llava", "qwen2_vl": "qwen2_vl", "q
             "qwen3_vl": "qwen2_vl", "internvl": "internvl", "idefics3": "idefics3", "smolvlm": "idefics3",
             "gemma3": "gemma3"}
 TINY_FAMILIES: tuple[str, ...] = tuple(_TEXT_OF)
+# family -> model_type of the checkpoint it builds (torch-free: the conformance kit matches these
+# against each adapter's claimed model types).
+TINY_MODEL_TYPES: dict[str, str] = {"llava": "llava", "llava_qwen2": "llava", "qwen2_vl": "qwen2_vl",
+                                    "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "internvl": "internvl",
+                                    "idefics3": "idefics3", "smolvlm": "smolvlm", "gemma3": "gemma3"}
 
 
 def build_tokenizer(out_dir: str | Path | None = None):
