@@ -6,6 +6,7 @@ only when it is built, so listing and describing components stays fast.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -18,7 +19,7 @@ KIND_PLURALS = {"masker": "maskers", "schedule": "schedules", "reward": "rewards
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a component came from: the distribution that shipped it and the module of its spec."""
+    """Where a component came from: the distribution that shipped it and the plugin module that registered it."""
 
     plugin: str
     distribution: str
@@ -102,7 +103,7 @@ class Registry(Generic[T]):
             "name": entry.name,
             "kind": self.kind,
             "summary": entry.summary,
-            "description": (entry.spec_cls.__doc__ or "").strip(),
+            "description": inspect.cleandoc(entry.spec_cls.__doc__ or ""),
             "origin": {
                 "plugin": entry.origin.plugin,
                 "distribution": entry.origin.distribution,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from typing import Any
 
 from masters.cli.output import console
@@ -121,8 +122,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
     out = console()
     out.print(f"[bold]{entry.name}[/] ({entry.kind}) from {escape(str(entry.origin))}")
-    if info["description"]:
-        out.print(escape(info["description"]))
+    if info["description"]:  # unwrap the docstring's hard line breaks; keep its paragraphs
+        out.print(escape(re.sub(r"(?<!\n)\n(?!\n)", " ", info["description"])))
     table = Table(title_justify="left")
     for col in ("field", "type", "default", "description"):
         table.add_column(col, overflow="fold")
