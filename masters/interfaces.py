@@ -168,9 +168,11 @@ class VLMAdapter(Protocol):
         num_return_sequences: int = 1,
         do_sample: bool | None = None,
         seed: int | None = None,
+        **generate_kwargs: Any,
     ) -> list[list[int]]:
         """Batched generation: ``len(samples) * num_return_sequences`` response token-id lists,
-        sample-major, each cut after its first EOS. ``temperature=0`` is greedy."""
+        sample-major, each cut after its first EOS. ``temperature=0`` is greedy. Extra keyword
+        arguments reach the backend's generate unchanged (e.g. ``logits_processor``)."""
         ...
 
     def teacher_force(

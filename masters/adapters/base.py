@@ -190,13 +190,15 @@ class HFVLMAdapter:
         return out
 
     def _processor_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
-        if self.image_kwargs_from_spec:
-            if self.spec.min_pixels:
-                kwargs["min_pixels"] = self.spec.min_pixels
-            if self.spec.max_pixels:
-                kwargs["max_pixels"] = self.spec.max_pixels
-        return kwargs
+        lo, hi = self.spec.min_pixels, self.spec.max_pixels
+        if not self.image_kwargs_from_spec or (lo is None and hi is None):
+            return {}
+        size = dict(getattr(self.processor.image_processor, "size", None) or {})
+        if lo is not None:
+            size["shortest_edge"] = lo  # Qwen-VL reads these two as min / max pixel counts
+        if hi is not None:
+            size["longest_edge"] = hi
+        return {"size": size}
 
     def _process_one(self, sample: VQASample) -> dict[str, torch.Tensor]:
         text = self.prompt_text(sample)
@@ -328,11 +330,14 @@ class HFVLMAdapter:
     @torch.no_grad()
     def generate(self, samples: Sequence[VQASample], *, max_new_tokens: int = 256, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, repetition_penalty: float = 1.0, num_return_sequences: int = 1,
-                 do_sample: bool | None = None, seed: int | None = None) -> list[list[int]]:
+                 do_sample: bool | None = None, seed: int | None = None,
+                 **generate_kwargs: Any) -> list[list[int]]:
         """Batched generation: ``len(samples) * num_return_sequences`` token-id lists, sample-major.
 
         Each list ends with the EOS token when the model produced one within ``max_new_tokens``.
-        ``temperature=0`` (or ``do_sample=False``) is greedy decoding.
+        ``temperature=0`` (or ``do_sample=False``) is greedy decoding. ``seed`` seeds the global
+        RNG for this call only. ``generate_kwargs`` go to ``model.generate`` as they are (for
+        example ``logits_processor=[...]`` for per-row samplers used with ``do_sample=False``).
         """
         batch = self.encode(samples).to(self.device)
         inputs = {k: v for k, v in batch.inputs.items() if k != "position_ids"}  # generate derives them
@@ -347,7 +352,7 @@ class HFVLMAdapter:
         with torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext():
             if seed is not None:
                 torch.manual_seed(seed)
-            out = self.model.generate(**inputs, **kwargs)
+            out = self.model.generate(**inputs, **{**kwargs, **generate_kwargs})
         prompt_len = batch.inputs["input_ids"].shape[1]
         eos = set(self.eos_token_ids)
         result = []
