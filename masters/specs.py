@@ -202,6 +202,8 @@ class GenerationSpec(StrictModel):
     repetition_penalty: float = Field(1.05, gt=0, description="Repetition penalty (paper: 1.05).")
     max_new_tokens: int = Field(256, ge=1, description="Maximum response length in tokens.")
     batch_size: int = Field(8, ge=1, description="Prompts per generate() call.")
+    seed: int = Field(0, description="Bank seed: sampling and which questions each stage gets. Shared across "
+                      "run seeds (decision 10), so one bank serves every seed of an experiment.")
     bank_levels: Literal["scheduled", "all"] = Field(
         "scheduled",
         description="scheduled: a question is generated only at the level(s) where training uses it; "

@@ -25,3 +25,15 @@ def fresh_components(monkeypatch):
     yield monkeypatch
     monkeypatch.undo()
     reset_components()
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tmp_path_factory):
+    """A LLaVA teacher ("small") and student ("tiny") sharing one tokenizer, saved once per session."""
+    from masters.models import build_tiny_model, build_tokenizer
+
+    root = tmp_path_factory.mktemp("pair")
+    build_tokenizer(root / "tokenizer")
+    build_tiny_model("llava", "small", root / "teacher", tokenizer_dir=root / "tokenizer", seed=1)
+    build_tiny_model("llava", "tiny", root / "student", tokenizer_dir=root / "tokenizer", seed=2)
+    return root / "teacher", root / "student"

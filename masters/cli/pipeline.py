@@ -1,0 +1,68 @@
+"""Pipeline stages as commands: generate and score (train, evaluate and run build on them).
+
+Each command takes the run config, resumes what an earlier (killed) run left, and prints a short
+summary table. Heavy imports happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from masters.cli.output import console
+
+
+def add_commands(subparsers: Any) -> None:
+    p = subparsers.add_parser("generate", help="generate the response bank (resumable)")
+    p.add_argument("config", help="YAML run config")
+    p.add_argument("--force", action="store_true", help="extend a bank made with other generation settings")
+    p.set_defaults(func=cmd_generate)
+
+    p = subparsers.add_parser("score", help="score the bank with the accuracy rewards (resumable)")
+    p.add_argument("config", help="YAML run config")
+    p.set_defaults(func=cmd_score)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from masters.engine.generation import generate_bank
+    from masters.specs import load_run_spec
+
+    spec = load_run_spec(args.config)
+    report = generate_bank(spec, force=args.force)
+    _table("generation", [
+        ("rows already banked", f"{report.rows_present}"),
+        ("rows written now", f"{report.rows_written}"),
+        *((f"  {label}", f"{n}") for label, n in report.per_source.items()),
+        ("tokens generated", f"{report.tokens}"),
+        ("tokens / s", f"{report.tokens_per_second:.1f}"),
+        ("wall time (s)", f"{report.seconds:.1f}"),
+    ])
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from masters.bank.scoring import score_bank
+    from masters.bank.store import ResponseBank
+    from masters.data import load_splits
+    from masters.engine.generation import bank_dir
+    from masters.specs import load_run_spec
+
+    spec = load_run_spec(args.config)
+    samples = {s.id: s for s in load_splits(spec.data)["train"]}
+    bank = ResponseBank(bank_dir(spec))
+    bank.manifest()  # a clear error when the bank does not exist yet
+    report = score_bank(bank, samples, spec.rewards)
+    _table("scoring", [(f"{k}: scored / unscored / mean", f"{report.scored[k]} / {report.unscored[k]} / "
+                                                         f"{report.mean[k]:.3f}") for k in report.scored])
+    return 0 if not any(report.unscored.values()) else 1
+
+
+def _table(title: str, rows: list[tuple[str, str]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for what, value in rows:
+        table.add_row(what, value)
+    console().print(table)

@@ -1,0 +1,218 @@
+"""The generation stage: masked-teacher and student responses into the bank (method.md section 4).
+
+For each teacher of the chain and each of its levels (``scheduled``: only where training will use
+a question; ``all``: every level), ``n_teacher_responses`` per question; then
+``n_student_responses`` per question from the student, once. Work is cut into fixed batches of
+``generation.batch_size`` questions in a fixed order; a batch is written as one atomic shard, and
+a rerun skips every batch already banked. Each row is sampled with its own seed (from the bank
+seed, teacher, level, question and sample index) by :class:`PerRowGumbelSampler`, so a resumed
+bank equals an uninterrupted one and adding questions or levels never changes existing rows.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from masters.bank.schema import STUDENT, TEACHER, row_id
+from masters.bank.store import ResponseBank
+from masters.engine.faults import kill_point
+from masters.engine.identity import derived_seed, provenance, stage_hash
+from masters.engine.plan import required_levels, training_plan
+from masters.ratios import Ratio
+
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed")
+
+
+def bank_dir(spec: Any) -> Path:
+    return Path(spec.output_dir) / "bank"
+
+
+def generation_fields(spec: Any) -> dict[str, Any]:
+    """The spec fields the generation stage reads for its identity (decision 9).
+
+    Counts of responses, levels and questions are *not* here: they are keys of the rows, so
+    changing them extends the bank.
+    """
+    return {
+        "teachers": [{"path": t.path, "adapter": t.adapter} for t in spec.teachers],
+        "student": {"path": spec.student.path, "adapter": spec.student.adapter},
+        "masker": spec.masker,
+        "generation": {k: getattr(spec.generation, k) for k in SAMPLING_FIELDS},
+    }
+
+
+def tokenizer_fingerprint(adapter: Any) -> str:
+    vocab = adapter.vocab()
+    payload = json.dumps(sorted(vocab.items()), separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class GenerationReport:
+    rows_written: int = 0
+    rows_present: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    per_source: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def generate_bank(spec: Any, *, force: bool = False, progress: bool = True,
+                  splits: dict[str, list[Any]] | None = None) -> GenerationReport:
+    """Fill the run's bank with every row the spec asks for; return what was written."""
+    from masters.adapters.compat import check_compatible
+    from masters.adapters.resolve import resolve_adapter
+    from masters.data import load_splits
+    from masters.masking.runtime import MaskedTeacher
+    from masters.schedules.chain import TeacherChain
+
+    splits = splits or load_splits(spec.data)
+    train = splits["train"]
+    by_id = {s.id: s for s in train}
+    question_ids = [s.id for s in train]
+    chain = TeacherChain.from_run_spec(spec)
+    need = required_levels(spec, training_plan(spec, question_ids, chain=chain), question_ids, chain)
+    gen = spec.generation
+    report = GenerationReport()
+
+    check_tokenizers(spec)  # before any compute: a mismatch found after hours of generation is useless
+    student = resolve_adapter(spec.student)
+    fingerprint = tokenizer_fingerprint(student)
+    student_tokenizer = _TokenizerOnly(student.tokenizer)
+    bank = ResponseBank.open(
+        bank_dir(spec), stage_hash=stage_hash("generate", generation_fields(spec)), tokenizer_fingerprint=fingerprint,
+        metadata={"fields": json.loads(json.dumps(generation_fields(spec), default=_json_default)),
+                  "provenance": provenance()}, force=force,
+    )
+    report.rows_present = len(bank)
+    started = time.perf_counter()
+    with _Progress(progress) as bar:
+        if gen.n_student_responses:
+            _fill(bank, student, STUDENT, "", None, question_ids, gen.n_student_responses, by_id, spec, report, bar)
+        del student
+        gc.collect()
+        for t_index, teacher_spec in enumerate(spec.teachers):
+            levels = need.get(t_index, {})
+            if not any(_missing(bank, TEACHER, teacher_spec.path, lvl, qs, gen.n_teacher_responses)
+                       for lvl, qs in levels.items()):
+                continue
+            teacher = resolve_adapter(teacher_spec)
+            check_compatible(teacher, student_tokenizer, where=f"teachers.{t_index} ({teacher_spec.path})")
+            masked = MaskedTeacher.from_model(teacher.model, spec.masker, chain.levels(t_index),
+                                              maskable=teacher.maskable_parameters())
+            for level, qids in levels.items():
+                masked.set_level(level)
+                _fill(bank, teacher, TEACHER, teacher_spec.path, level, qids, gen.n_teacher_responses, by_id, spec,
+                      report, bar)
+            masked.close()
+            del teacher, masked
+            gc.collect()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def check_tokenizers(spec: Any) -> int:
+    """Refuse teachers whose tokenizer differs from the student's; return the shared vocab length."""
+    from transformers import AutoTokenizer
+
+    from masters.adapters.compat import check_compatible
+
+    student = _TokenizerOnly(AutoTokenizer.from_pretrained(spec.student.path))
+    shared = None
+    for index, teacher in enumerate(spec.teachers):
+        tok = _TokenizerOnly(AutoTokenizer.from_pretrained(teacher.path))
+        shared = check_compatible(tok, student, where=f"teachers.{index} ({teacher.path}) vs student ({spec.student.path})")
+    return shared or 0
+
+
+class _TokenizerOnly:
+    """What ``check_compatible`` needs of a model: its tokenizer, without loading the weights."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self._vocab = tokenizer.get_vocab()
+
+    def vocab(self) -> dict[str, int]:
+        return self._vocab
+
+
+def _missing(bank: ResponseBank, source: str, teacher: str, level: Ratio | None, qids: Sequence[str], n: int) -> bool:
+    keys = bank.keys()
+    bp = None if level is None else level.bp
+    return any(row_id(source, teacher, bp, q, k) not in keys for q in qids for k in range(n))
+
+
+def _fill(bank: ResponseBank, adapter: Any, source: str, teacher: str, level: Ratio | None, qids: Sequence[str],
+          n: int, by_id: dict[str, Any], spec: Any, report: GenerationReport, bar: Any) -> None:
+    from masters.engine.sampling import PerRowGumbelSampler
+
+    gen = spec.generation
+    bp = None if level is None else level.bp
+    keys = bank.keys()
+    batches = [qids[i:i + gen.batch_size] for i in range(0, len(qids), gen.batch_size)]
+    label = "student" if source == STUDENT else f"{Path(teacher).name} @ {level}"
+    todo = [b for b in batches if any(row_id(source, teacher, bp, q, k) not in keys for q in b for k in range(n))]
+    task = bar.add_task(f"generate {label}", total=sum(len(b) * n for b in todo)) if bar else None
+    params = json.dumps({k: getattr(gen, k) for k in SAMPLING_FIELDS}, sort_keys=True)
+    for batch in todo:
+        seeds = [derived_seed(gen.seed, source, teacher, bp, q, k) for q in batch for k in range(n)]
+        sampler = (PerRowGumbelSampler(seeds, temperature=gen.temperature, top_k=gen.top_k, top_p=gen.top_p)
+                   if gen.temperature > 0 else None)
+        # Rows are repeated by hand (sample-major): transformers refuses num_return_sequences > 1
+        # without do_sample, and the sampling happens in our logits processor.
+        outputs = adapter.generate([by_id[q] for q in batch for _ in range(n)], max_new_tokens=gen.max_new_tokens,
+                                   do_sample=False, repetition_penalty=gen.repetition_penalty,
+                                   **({"logits_processor": [sampler]} if sampler else {}))
+        texts = adapter.decode(outputs)
+        eos = set(adapter.eos_token_ids)
+        rows = []
+        for i, (ids, text) in enumerate(zip(outputs, texts)):
+            q, k = batch[i // n], i % n
+            rows.append({
+                "row_id": row_id(source, teacher, bp, q, k), "source": source, "teacher": teacher, "level_bp": bp,
+                "question_id": q, "sample_index": k, "response_text": text, "token_ids": list(ids),
+                "num_tokens": len(ids), "truncated": bool(len(ids) >= gen.max_new_tokens and (not ids or ids[-1] not in eos)),
+                "empty": not text.strip(), "seed": seeds[i], "generation": params, "stage_hash": bank.manifest()["stage_hash"],
+            })
+            report.tokens += len(ids)
+        written = bank.append(rows)
+        report.rows_written += written
+        report.per_source[label] = report.per_source.get(label, 0) + written
+        kill_point("generate", report.rows_written)
+        if bar:
+            bar.advance(task, len(rows))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    return str(value)
+
+
+class _Progress:
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar = enabled, None
+
+    def __enter__(self) -> Any:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn())
+            self.bar.start()
+        return self.bar
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar:
+            self.bar.stop()
+
