@@ -263,6 +263,11 @@ class ShapesData(StrictModel):
     image_size: int = Field(32, ge=16)
     seed: int = 0
     forms: tuple[Literal["open", "multiple_choice"], ...] = ("open", "multiple_choice")
+    question_types: tuple[Literal["color", "shape", "count", "size", "position", "exists"], ...] = Field(
+        ("color", "shape", "count", "size", "position", "exists"),
+        description="Kinds of question asked; fewer kinds make the task easier to learn.",
+    )
+    max_shapes: int = Field(3, ge=1, le=4, description="Most shapes in one image (one per quadrant).")
 
 
 class LlavaJsonData(StrictModel):
