@@ -35,9 +35,17 @@ def unpack(packed: torch.Tensor, n: int) -> torch.Tensor:
     return ((packed.unsqueeze(1) >> shifts) & 1).view(-1)[:n].bool()
 
 
+def mask_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Flat int64 indices of the True elements of a bool tensor, in increasing order."""
+    flat = mask.reshape(-1)
+    if flat.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(flat.numpy()))
+    return flat.nonzero().view(-1)
+
+
 def positions(packed: torch.Tensor, n: int) -> torch.Tensor:
     """Flat int64 indices of the set bits, in increasing order."""
     if packed.device.type == "cpu":
-        bits = np.unpackbits(packed.numpy(), count=n, bitorder="little")
+        bits = np.unpackbits(packed.numpy(), count=n, bitorder="little").view(np.bool_)  # bool: 10x faster nonzero
         return torch.from_numpy(np.flatnonzero(bits))
     return unpack(packed, n).nonzero().view(-1)

@@ -178,6 +178,12 @@ class MaskedTeacher:
         if entry.grouped:
             entry.group_counts = {r.bp: c for r, c in zip(levels, counts)}
             mask = group_rank(scores) < entry.per_unit if counts else None
+        elif units == 1:  # one big unit: a histogram select beats a single-threaded topk
+            thresholds = [(torch.tensor([k], dtype=torch.float32, device=scores.device),
+                           torch.tensor([t], dtype=torch.int32, device=scores.device))
+                          for k, t in global_thresholds([lambda: scores], counts)]
+            entry.thresholds = {r.bp: kt for r, kt in zip(levels, thresholds)}
+            mask = threshold_mask(scores, *thresholds[0]) if counts else None
         else:
             thresholds = unit_thresholds(scores, counts)
             entry.thresholds = {r.bp: (k, t) for r, (k, t) in zip(levels, thresholds)}
@@ -218,7 +224,7 @@ class MaskedTeacher:
                                fix="call model.contiguous() / load the checkpoint normally before masking")
         flat_mask = mask.reshape(-1) if mask is not None else torch.zeros(entry.numel, dtype=torch.bool, device=entry.param.device)
         entry.packed = bits.pack(flat_mask)
-        entry.values = entry.param.detach().reshape(-1)[flat_mask].clone()
+        entry.values = entry.param.detach().reshape(-1)[bits.mask_positions(flat_mask)]  # a copy, in flat order
 
     def _install_hooks(self, model: torch.nn.Module) -> None:
         from masters.masking.scope import unwrap_model
@@ -304,7 +310,8 @@ class MaskedTeacher:
         if level.bp == 0:
             new = entry.values
         elif level == self.r_max:
-            new = torch.zeros_like(entry.values)
+            flat.index_fill_(0, where, 0)
+            return
         else:
             values = entry.values.view(entry.units, -1)
             scores = self._scores(entry, values, lambda: where.view(values.shape))

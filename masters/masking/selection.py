@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 
 NOTHING = float("-inf")  # threshold of a level that masks nothing in a unit
@@ -42,12 +43,18 @@ def threshold_mask(scores: torch.Tensor, k: torch.Tensor, t: torch.Tensor) -> to
     k = k.unsqueeze(1)
     mask = scores < k
     tied = scores == k
-    n_tied = tied.sum(dim=1)
-    if bool((n_tied > t).any()):  # only the partly masked ties need ranking
+    if bool((count_rows(tied) > t.cpu()).any()):  # only partly masked ties need ranking
         rank = tied.cumsum(dim=1, dtype=torch.int32)
         tied &= rank <= t.unsqueeze(1).to(torch.int32)
     mask |= tied
     return mask
+
+
+def count_rows(mask: torch.Tensor) -> torch.Tensor:
+    """True elements per row of a 2-D bool tensor (numpy on CPU: torch bool reductions are ~100x slower)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.count_nonzero(mask.numpy(), axis=1))
+    return mask.sum(dim=1).cpu()
 
 
 def group_rank(scores: torch.Tensor) -> torch.Tensor:
@@ -81,6 +88,12 @@ def _ordered_bits(scores: torch.Tensor) -> torch.Tensor:
 
 
 def _bin(scores: torch.Tensor) -> torch.Tensor:
+    if scores.device.type == "cpu":  # numpy's shift and compare are several times faster than torch's here
+        bits = scores.float().contiguous().numpy().view(np.int32)
+        bins = bits >> 16
+        if bins.min() < 0:  # negative scores: make the integer order follow the float order
+            bins = np.where(bits < 0, (bits ^ 0x7FFFFFFF) >> 16, bins)
+        return torch.from_numpy(bins + (_BINS // 2))
     return (_ordered_bits(scores) >> 16) + (_BINS // 2)
 
 
@@ -93,8 +106,14 @@ def global_thresholds(
     a 65,536-bin histogram of the top float bits, then the exact order inside each boundary bin.
     """
     hist = None
+    cache: list[tuple[torch.Tensor, torch.Tensor]] = []  # one tensor: keep its bins for the second pass
     for fn in score_fns:
-        h = torch.bincount(_bin(fn()).view(-1).cpu(), minlength=_BINS)
+        s = fn()
+        bins = _bin(s).view(-1)
+        if len(score_fns) == 1:
+            cache.append((s, bins))
+        h = torch.from_numpy(np.bincount(bins.numpy(), minlength=_BINS)) if bins.device.type == "cpu" \
+            else torch.bincount(bins, minlength=_BINS).cpu()
         hist = h if hist is None else hist + h
     assert hist is not None
     cum = hist.cumsum(0)
@@ -109,8 +128,9 @@ def global_thresholds(
     wanted = {target[0] for target in targets if target}
     candidates: dict[int, list[torch.Tensor]] = {b: [] for b in wanted}
     for fn in score_fns:
-        s = fn().reshape(-1).float()
-        bins = _bin(s)
+        s, bins = cache[0] if cache else (fn(), None)
+        s = s.reshape(-1).float()
+        bins = _bin(s).view(-1) if bins is None else bins
         for b in wanted:
             candidates[b].append(s[bins == b].cpu())
     out: list[tuple[float, int]] = []
