@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from masters.rewards.judge_prompts import DEFAULT_JUDGE_PROMPT, DEFAULT_PARSE_PROMPT
 from masters.specs import RewardSpec
 
 
@@ -81,10 +82,119 @@ class JSDDistillRewardSpec(RewardSpec):
     )
 
 
+class LLMJudgeRewardSpec(RewardSpec):
+    """LLM-as-a-judge (the paper's accuracy reward): a reasoned 0/1 verdict, then a parsing prompt if unclear."""
+
+    implementation: ClassVar[str] = "masters.rewards.judge:LLMJudgeReward"
+    name: Literal["llm_judge"] = "llm_judge"
+    operational_fields: ClassVar[frozenset[str]] = frozenset(
+        {"batch_size", "api_key_env", "timeout_s", "max_retries", "retry_backoff_s", "concurrency", "give_up_after"}
+    )
+    """Fields that change how the judge is reached, not what it answers (a score key may ignore them)."""
+
+    backend: Literal["adapter", "http"] = Field(
+        "adapter",
+        description="adapter: a local VLM judges, text only, greedy; http: an OpenAI-compatible endpoint "
+        "(POST {base_url}/chat/completions, e.g. a vLLM server).",
+    )
+    model: Optional[str] = Field(
+        None,
+        description="adapter: local checkpoint directory of the judge; null judges with the run's unmasked "
+        "teacher (the paper's choice).",
+    )
+    max_new_tokens: int = Field(256, ge=1, description="Longest judge reply in tokens (both prompts).")
+    batch_size: int = Field(16, ge=1, description="adapter: prompts per generate() call.")
+    base_url: Optional[str] = Field(
+        None, description="http: the API root, e.g. http://localhost:8000/v1 (vLLM's default).",
+    )
+    model_name: Optional[str] = Field(
+        None, description="http: the served model name sent as `model`; null omits it (vLLM then uses its only model).",
+    )
+    api_key_env: Optional[str] = Field(
+        None, description="http: name of the environment variable holding the API key (never the key itself).",
+    )
+    timeout_s: float = Field(120.0, gt=0, description="http: seconds to wait for one reply.")
+    max_retries: int = Field(
+        3, ge=0, description="http: retries of a request after a 429, 5xx, dropped connection or timeout.",
+    )
+    retry_backoff_s: float = Field(
+        1.0,
+        ge=0,
+        description="http: first wait between retries in seconds, doubled each retry (Retry-After wins when longer).",
+    )
+    concurrency: int = Field(4, ge=1, description="http: requests in flight at once.")
+    give_up_after: int = Field(
+        5, ge=0, description="http: after this many prompts in a row fail every retry, the rest of the batch is left "
+        "unscored without being sent (0: never give up).",
+    )
+    judge_prompt: str = Field(
+        DEFAULT_JUDGE_PROMPT,
+        description="Judging prompt; slots {question} {reference} {response} {choices}. It should ask for a "
+        "short justification then the score inside <answer></answer>.",
+    )
+    parse_prompt: str = Field(
+        DEFAULT_PARSE_PROMPT,
+        description="Parsing prompt for an unclear verdict; slots {judgment} (the judge's reply) and the "
+        "judging slots.",
+    )
+    unparseable: Literal["unscored", "zero"] = Field(
+        "unscored",
+        description="A verdict neither prompt makes clear: unscored (judged again next run) or zero.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return value
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"not an http(s) URL: {value!r} (e.g. http://localhost:8000/v1)")
+        if parts.path.rstrip("/").endswith("/chat/completions"):
+            raise ValueError("give the API root (e.g. http://localhost:8000/v1); /chat/completions is added")
+        return value.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: Optional[str]) -> Optional[str]:
+        import re
+
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("give the name of an environment variable (e.g. OPENAI_API_KEY), not the key itself")
+        return value
+
+    @field_validator("judge_prompt", "parse_prompt")
+    @classmethod
+    def _slots(cls, value: str, info: Any) -> str:
+        from masters.rewards.judge_prompts import template_problems
+
+        problems = template_problems(value, "judge" if info.field_name == "judge_prompt" else "parse")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> "LLMJudgeRewardSpec":
+        http_only = ("base_url", "model_name", "api_key_env")
+        if self.backend == "http":
+            if not self.base_url:
+                raise ValueError("backend http needs base_url (e.g. http://localhost:8000/v1)")
+            if self.model is not None:
+                raise ValueError("`model` is a checkpoint path for backend adapter; for http set model_name")
+        else:
+            given = [f for f in http_only if getattr(self, f) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply to backend http (set backend: http)")
+        return self
+
+
 BUILTIN_REWARD_SPECS: tuple[type[RewardSpec], ...] = (
     ExactMatchRewardSpec,
     MultipleChoiceRewardSpec,
     NumericRewardSpec,
     RegexRewardSpec,
     JSDDistillRewardSpec,
+    LLMJudgeRewardSpec,
 )
