@@ -12,6 +12,9 @@ os.environ.pop("MASTERS_STRICT_PLUGINS", None)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models gain nothing from intra-op threads, and OpenMP spin-waits make every op ~50x slower
+# whenever the cores are busy with something else (another process, the other test worker).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
