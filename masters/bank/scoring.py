@@ -27,8 +27,13 @@ def accuracy_specs(reward_specs: Sequence[Any]) -> list[tuple[str, Any]]:
 
 
 def score_key(spec: Any) -> str:
-    """Folder name of one reward's scores: its name plus a hash of its settings (weight excluded)."""
-    fields = {k: v for k, v in spec.model_dump(mode="json").items() if k != "weight"}
+    """Folder name of one reward's scores: its name plus a hash of the settings that change a score.
+
+    ``weight`` applies later, and a spec's ``operational_fields`` (timeouts, retries, concurrency of
+    a judge) change how a score is obtained, not its value: neither is hashed.
+    """
+    skip = {"weight", *getattr(type(spec), "operational_fields", ())}
+    fields = {k: v for k, v in spec.model_dump(mode="json").items() if k not in skip}
     return f"{spec.name}-{stage_hash('score', fields)[:8]}"
 
 
@@ -40,8 +45,12 @@ class ScoringReport:
 
 
 def score_bank(bank: ResponseBank, samples: Mapping[str, Any], reward_specs: Sequence[Any], *,
-               batch_size: int = 256, progress: bool = True) -> ScoringReport:
-    """Score every banked row not yet scored by each accuracy reward; return counts and means."""
+               batch_size: int = 256, progress: bool = True, context: Mapping[str, Any] | None = None) -> ScoringReport:
+    """Score every banked row not yet scored by each accuracy reward; return counts and means.
+
+    ``context`` goes to each reward's ``spec.build`` (the LLM judge takes ``default_model_path``,
+    the unmasked teacher, from it).
+    """
     table = bank.table(["row_id", "question_id", "response_text"])
     rows = table.to_pylist()
     missing = sorted({r["question_id"] for r in rows} - set(samples))
@@ -59,7 +68,7 @@ def score_bank(bank: ResponseBank, samples: Mapping[str, Any], reward_specs: Seq
             done = bank.scored_ids(folder)
             pending = [r for r in rows if r["row_id"] not in done]
             task = bar.add_task(f"score {key}", total=len(pending)) if bar else None
-            reward = spec.build()
+            reward = spec.build(**(context or {}))
             unscored = 0
             for start in range(0, len(pending), batch_size):
                 chunk = pending[start:start + batch_size]

@@ -51,7 +51,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     samples = {s.id: s for s in load_splits(spec.data)["train"]}
     bank = ResponseBank(bank_dir(spec))
     bank.manifest()  # a clear error when the bank does not exist yet
-    report = score_bank(bank, samples, spec.rewards)
+    # The judge defaults to the unmasked teacher: the largest of the chain, which comes last.
+    report = score_bank(bank, samples, spec.rewards, context={"default_model_path": spec.teachers[-1].path})
     _table("scoring", [(f"{k}: scored / unscored / mean", f"{report.scored[k]} / {report.unscored[k]} / "
                                                          f"{report.mean[k]:.3f}") for k in report.scored])
     return 0 if not any(report.unscored.values()) else 1
