@@ -1,0 +1,90 @@
+"""The Masters objective (method.md section 6), as pure tensor functions.
+
+    loss = policy + beta * KL(student || reference) + distill_weight * JSD(masked teacher, student)
+
+* policy: ``-A_j * exp(logp - logp.detach())`` per response token. One update per batch makes
+  the importance ratio identically 1; writing it this way keeps the gradient ``-A_j * grad logp``.
+* KL: the k3 estimator ``exp(ref - logp) - (ref - logp) - 1`` per token, against the initial
+  student (reference log-probs precomputed offline).
+* distillation: the per-token JSD between masked teacher and student.
+
+Token averaging follows decision 6: per-response mean over tokens, then mean over responses
+(``"sequence"``), or one mean over every response token of the batch (``"token"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from masters.rewards.jsd import reduce_token_values
+
+Reduction = Literal["sequence", "token"]
+
+
+def group_advantages(rewards: torch.Tensor, group_index: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO's ``(R_j - mean_g) / (std_g + eps)`` within each group (unbiased std, as TRL's GRPO).
+
+    A group whose rewards are all equal gets advantages of 0: it carries no policy signal.
+    """
+    rewards = rewards.detach().to(torch.float32)
+    _, inverse = torch.unique(group_index, return_inverse=True)
+    n = int(inverse.max()) + 1 if inverse.numel() else 0
+    count = torch.zeros(n, dtype=rewards.dtype, device=rewards.device).index_add_(0, inverse, torch.ones_like(rewards))
+    mean = torch.zeros(n, dtype=rewards.dtype, device=rewards.device).index_add_(0, inverse, rewards) / count
+    centred = rewards - mean[inverse]
+    sq = torch.zeros(n, dtype=rewards.dtype, device=rewards.device).index_add_(0, inverse, centred ** 2)
+    std = torch.sqrt(sq / (count - 1).clamp(min=1))[inverse]
+    return torch.where(std > 0, centred / (std + eps), torch.zeros_like(centred))
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    policy: torch.Tensor
+    kl: torch.Tensor
+    distill: torch.Tensor
+
+    def metrics(self) -> dict[str, float]:
+        return {f"loss/{k}": float(getattr(self, k).detach()) for k in ("total", "policy", "kl", "distill")}
+
+
+def masters_loss(
+    student_logprobs: torch.Tensor,
+    response_mask: torch.Tensor,
+    advantages: torch.Tensor,
+    *,
+    reference_logprobs: torch.Tensor | None = None,
+    token_jsd: torch.Tensor | None = None,
+    beta: float = 0.1,
+    distill_weight: float = 1.0,
+    policy_weight: float = 1.0,
+    reduction: Reduction = "sequence",
+) -> LossTerms:
+    """All terms from per-token tensors ``[B, T]`` (``advantages`` is ``[B]``).
+
+    ``reference_logprobs`` may be None when ``beta`` is 0, ``token_jsd`` when ``distill_weight`` is 0;
+    ``policy_weight`` 0 gives pure distillation (the mask-progressive KD baseline).
+    """
+    mask = response_mask.bool()
+    zero = student_logprobs.new_zeros(())
+    policy = zero
+    if policy_weight:
+        ratio = torch.exp(student_logprobs - student_logprobs.detach())
+        per_token = -advantages.detach().unsqueeze(-1).to(ratio.dtype) * ratio
+        policy = reduce_token_values(per_token, mask, reduction)
+    kl = zero
+    if beta:
+        if reference_logprobs is None:
+            raise ValueError("beta > 0 needs reference log-probs")
+        delta = (reference_logprobs.to(student_logprobs.dtype) - student_logprobs).masked_fill(~mask, 0.0)
+        kl = reduce_token_values(torch.exp(delta) - delta - 1.0, mask, reduction)
+    distill = zero
+    if distill_weight:
+        if token_jsd is None:
+            raise ValueError("distill_weight > 0 needs the per-token JSD")
+        distill = reduce_token_values(token_jsd, mask, reduction)
+    total = policy_weight * policy + beta * kl + distill_weight * distill
+    return LossTerms(total=total, policy=policy, kl=kl, distill=distill)
