@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import os, sys, torch, torch.distributed as dist
@@ -34,6 +36,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_teacher(tmp_path):
     script = tmp_path / "ddp_mask.py"
     script.write_text(SCRIPT)
