@@ -8,7 +8,7 @@ structural protocols (``typing.Protocol``): a plugin need not inherit from them,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -23,42 +23,77 @@ VLM_PARTS: tuple[VLMPart, ...] = ("vision", "projector", "language")
 
 @runtime_checkable
 class Masker(Protocol):
-    """Chooses which teacher weights are zeroed at each ratio.
+    """Chooses which teacher weights are zeroed at each ratio (built with ``spec.build()``).
 
-    Built with ``spec.build()``. The runtime (``masters.masking``) calls :meth:`removal_order`
-    once at ``r_max`` and derives every lower level as a prefix of that order, which is what makes
-    masks nest and restoration exact.
+    A masker only *scores*; the runtime (:class:`masters.masking.MaskedTeacher`) selects. Each
+    tensor is viewed as ``[U, S]`` (:meth:`units`); at ratio ``r`` every unit masks its
+    ``floor(r * S)`` lowest-scoring elements, ties broken by position inside the unit (flat order).
+    The runtime ranks once at ``r_max`` and keeps per-unit thresholds, so every level is a prefix
+    of one ranking: masks nest, each unit realises its ratio exactly, and ratio 0 restores every
+    weight bit for bit. Scores must be deterministic elementwise functions of their inputs: the
+    stored memory mode re-scores the stored masked values at each level switch rather than keeping
+    an index order.
+
+    ``scope = "global"`` makes the whole scope one unit (one threshold over every tensor, ties
+    broken by tensor order then flat index). ``needs_calibration = True`` makes the runtime require
+    per-tensor input norms (see ``masters.masking.collect_input_norms``).
     """
 
     spec: Any
+    scope: Literal["unit", "global"]
+    needs_calibration: bool
 
-    def removal_order(
+    def units(self, name: str, shape: Sequence[int]) -> tuple[int, int]:
+        """``(U, S)`` with ``U * S == numel``: per tensor ``(1, numel)``, per row ``(numel // in, in)``,
+        per expert slice of a 3-D MoE weight ``(E, numel // E)``, N:M groups ``(numel // M, M)``.
+        Raise a MastersError when the tensor cannot be split (it names the fix)."""
+        ...
+
+    def scores(
         self,
-        weights: Mapping[str, torch.Tensor],
-        r_max: Ratio,
+        name: str,
+        values: torch.Tensor,
         *,
-        calibration: Mapping[str, torch.Tensor] | None = None,
-    ) -> Mapping[str, Any]:
-        """Return, per tensor name, the order in which its entries are removed up to ``r_max``.
+        shape: Sequence[int],
+        positions: Callable[[], torch.Tensor | None],
+        calibration: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """float32 scores of ``values`` (same shape); lower is masked first.
 
-        Ties are broken deterministically by (|w|, flat index) or the masker's own stable key,
-        and each masker unit (tensor, row, group, whole scope) realises ``r`` to within one element.
+        ``values`` is either the whole tensor viewed ``[U, S]`` (then ``positions()`` is None) or a
+        subset of its elements in flat order viewed ``[U, C]``; ``positions()`` then gives their flat
+        indices (computed only if asked for). ``shape`` is the parameter's shape; ``calibration``
+        is this tensor's input-feature norms when the masker needs them.
         """
+        ...
+
+    def check_levels(self, levels: Sequence[Ratio]) -> None:
+        """Raise a MastersError for levels this masker cannot realise (N:M: multiples of 1/M)."""
         ...
 
 
 @runtime_checkable
 class RestoreSchedule(Protocol):
-    """Maps training progress to a mask ratio over a finite set of levels."""
+    """Maps training progress to a mask ratio over a finite, ordered set of levels.
+
+    Progress is optimizer step / total optimizer steps; pass a ``fractions.Fraction`` (or use
+    ``ratio_at_step``) to stay exact. Several teachers are chained by
+    :class:`masters.schedules.chain.TeacherChain`, which maps a global step to (teacher, level).
+    """
 
     spec: Any
 
     def levels(self) -> Sequence[Ratio]:
-        """The ordered levels, first the largest ratio, last ``Ratio(0)``."""
+        """The ordered levels, largest first; the last is ``Ratio(0)`` except for a constant mask,
+        whose single level is its ratio. Banks are generated at exactly these levels."""
         ...
 
-    def ratio_at(self, progress: float) -> Ratio:
-        """The level in force at ``progress`` = optimizer step / total optimizer steps, in [0, 1)."""
+    def stage_at(self, progress: Any) -> int:
+        """Index into :meth:`levels` in force at ``progress`` in [0, 1] (1 or more: the last)."""
+        ...
+
+    def ratio_at(self, progress: Any) -> Ratio:
+        """``levels()[stage_at(progress)]``."""
         ...
 
 
