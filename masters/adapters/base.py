@@ -119,9 +119,9 @@ class HFVLMAdapter:
         config = read_checkpoint_config(path)
         cls = getattr(transformers, MODEL_CLASSES[config["model_type"]])
         dtype = "auto" if self.spec.dtype == "auto" else getattr(torch, self.spec.dtype)
-        attn = None if self.spec.attn_implementation == "auto" else self.spec.attn_implementation
-        if attn == "xformers" and not torch.cuda.is_available():
-            attn = None  # xformers has no CPU kernels: SDPA it is
+        from masters.adapters.attention import choose_attention
+
+        attn = choose_attention(self.spec.attn_implementation)
         try:
             return cls.from_pretrained(str(path), dtype=dtype, attn_implementation=attn).eval()
         except (OSError, ValueError) as exc:

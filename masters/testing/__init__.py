@@ -13,16 +13,20 @@ test into a test module (pytest collects it)::
 
 from __future__ import annotations
 
-import pytest
-
 from masters.testing.adapters import CHECKS, ConformanceError, check_adapter, registered_adapters, run_check, tiny_checkpoint
 
 __all__ = ["CHECKS", "ConformanceError", "check_adapter", "registered_adapters", "run_check", "tiny_checkpoint",
            "test_adapter_conformance"]
 
 
-@pytest.mark.parametrize("check", CHECKS)
-@pytest.mark.parametrize("adapter_name", registered_adapters())
-def test_adapter_conformance(adapter_name: str, check: str) -> None:
-    """Every registered adapter passes every conformance check on its tiny checkpoint(s)."""
-    run_check(adapter_name, check)
+try:  # the parametrised test exists where pytest does; check_adapter works without it
+    import pytest
+except ImportError:  # pragma: no cover
+    pass
+else:
+
+    @pytest.mark.parametrize("check", CHECKS)
+    @pytest.mark.parametrize("adapter_name", registered_adapters())
+    def test_adapter_conformance(adapter_name: str, check: str) -> None:
+        """Every registered adapter passes every conformance check on its tiny checkpoint(s)."""
+        run_check(adapter_name, check)

@@ -105,7 +105,7 @@ def test_image_deleted_after_loading_names_the_sample(images):
 
 
 def _table(tmp_path):
-    import datasets
+    datasets = pytest.importorskip("datasets")
 
     rows = {
         "id": [f"r{i}" for i in range(30)],
@@ -135,7 +135,7 @@ def test_hf_dataset_from_disk_with_named_columns(tmp_path):
 
 
 def test_hf_dataset_dict_keeps_its_own_splits_and_parquet_loads(tmp_path):
-    import datasets
+    datasets = pytest.importorskip("datasets")
 
     table = _table(tmp_path)
     datasets.DatasetDict({"train": table, "test": table.select(range(5))}).save_to_disk(str(tmp_path / "dd"))
@@ -158,7 +158,7 @@ def test_hf_dataset_wrong_column_lists_the_columns(tmp_path):
 
 
 def test_hf_dataset_empty_question_names_the_record(tmp_path):
-    import datasets
+    datasets = pytest.importorskip("datasets")
 
     datasets.Dataset.from_dict({"image": [None, None], "question": ["ok", ""], "answer": ["a", "b"]}).save_to_disk(
         str(tmp_path / "e"))
