@@ -42,42 +42,57 @@ def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def _chunk_terms(t: torch.Tensor, s: torch.Tensor, temperature: float):
-    """Log-probs of teacher and student and log of their mixture, for one chunk (fp32 or fp64)."""
-    if temperature != 1.0:
-        t = t / temperature
-        s = s / temperature
-    log_p = torch.log_softmax(t, dim=-1)
-    log_q = torch.log_softmax(s, dim=-1)
-    # log M = log((P + Q) / 2), computed in log space: stable when both probabilities underflow.
-    log_m = torch.logaddexp(log_p, log_q).sub_(_LN2)
-    return log_p, log_q, log_m
+class _Workspace:
+    """Chunk buffers allocated once per call and reused: fresh ``[chunk, V]`` tensors every chunk
+    would each be a new mmap (they exceed malloc's reuse threshold) and page-fault again."""
+
+    def __init__(self, rows: int, vocab: int, dtype: torch.dtype, device: torch.device):
+        new = lambda dt=dtype: torch.empty(rows, vocab, dtype=dt, device=device)  # noqa: E731
+        self.x, self.log_p, self.log_q, self.log_m, self.d = new(), new(), new(), new(), new()
+        self.zero = new(torch.bool)
+
+    def view(self, n: int) -> _Workspace:
+        out = object.__new__(_Workspace)
+        for name, buf in vars(self).items():
+            setattr(out, name, buf[:n])
+        return out
 
 
-def _weighted_log_ratio(log_a: torch.Tensor, log_m: torch.Tensor) -> torch.Tensor:
-    """``a * (log a - log m)`` elementwise, with 0 where ``a == 0`` (``-inf`` logits give 0 * inf)."""
-    a = log_a.exp()
-    out = (log_a - log_m).mul_(a)
-    return out.masked_fill_(a == 0, 0.0)
+def _fill_terms(ws: _Workspace, t: torch.Tensor, s: torch.Tensor, temperature: float) -> None:
+    """``ws.log_p``, ``ws.log_q`` = log-softmax of ``t/T``, ``s/T``; ``ws.log_m`` = log of their mixture."""
+    for logits, out in ((t, ws.log_p), (s, ws.log_q)):
+        if temperature != 1.0 or logits.dtype != out.dtype:
+            logits = torch.div(logits, temperature, out=ws.x) if logits.dtype == out.dtype else ws.x.copy_(logits).div_(temperature)
+        torch.log_softmax(logits, -1, out=out)
+    # log M = log((P + Q) / 2) in log space: stable when both probabilities underflow.
+    torch.logaddexp(ws.log_p, ws.log_q, out=ws.log_m).sub_(_LN2)
+
+
+def _weighted_log_ratio(ws: _Workspace, log_a: torch.Tensor) -> torch.Tensor:
+    """``ws.x = a * (log a - log m)`` with 0 where ``a == 0`` (``-inf`` logits: 0 * inf); ``ws.d = a``."""
+    torch.exp(log_a, out=ws.d)
+    torch.eq(ws.d, 0, out=ws.zero)
+    return torch.sub(log_a, ws.log_m, out=ws.x).mul_(ws.d).masked_fill_(ws.zero, 0.0)
 
 
 class _ChunkedJSD(torch.autograd.Function):
     """Per-row JSD of ``teacher[rows, :V]`` and ``student[rows, :V]`` with a recomputing backward."""
 
     @staticmethod
-    def forward(ctx, teacher, student, rows, vocab_size, chunk_size, temperature):  # noqa: D401
+    def forward(ctx, teacher, student, rows, vocab_size, chunk_size, temperature):
         dtype = _compute_dtype(teacher, student)
         n = rows.numel() if rows is not None else teacher.shape[0]
         out = torch.empty(n, dtype=dtype, device=student.device)
+        workspace = _Workspace(min(chunk_size, n), vocab_size, dtype, student.device)
         for start in range(0, n, chunk_size):
             stop = min(start + chunk_size, n)
-            t, s = _gather(teacher, student, rows, start, stop, vocab_size, dtype)
-            log_p, log_q, log_m = _chunk_terms(t, s, temperature)
-            del t, s
-            kl_p = _weighted_log_ratio(log_p, log_m).sum(-1)
-            kl_q = _weighted_log_ratio(log_q, log_m).sum(-1)
-            # Rounding can push a tiny divergence below 0; JSD is a divergence, clamp at 0.
-            out[start:stop] = (0.5 * (kl_p + kl_q)).clamp_min_(0.0)
+            ws = workspace.view(stop - start)
+            _fill_terms(ws, *_gather(teacher, student, rows, start, stop, vocab_size), temperature)
+            kl = _weighted_log_ratio(ws, ws.log_p).sum(-1)
+            kl += _weighted_log_ratio(ws, ws.log_q).sum(-1)
+            # Rounding can push a tiny divergence below 0; a divergence is not negative.
+            out[start:stop] = kl.mul_(0.5).clamp_min_(0.0)
+        del workspace
         ctx.save_for_backward(teacher, student, rows)
         ctx.config = (vocab_size, chunk_size, temperature, dtype)
         return out
@@ -90,42 +105,37 @@ class _ChunkedJSD(torch.autograd.Function):
         grad_t = torch.zeros_like(teacher) if need_t else None
         grad_s = torch.zeros_like(student) if need_s else None
         n = grad_out.shape[0]
+        workspace = _Workspace(min(chunk_size, n), vocab_size, dtype, student.device)
         for start in range(0, n, chunk_size):
             stop = min(start + chunk_size, n)
-            t, s = _gather(teacher, student, rows, start, stop, vocab_size, dtype)
-            log_p, log_q, log_m = _chunk_terms(t, s, temperature)
-            del t, s
+            ws = workspace.view(stop - start)
+            _fill_terms(ws, *_gather(teacher, student, rows, start, stop, vocab_size), temperature)
             # d JSD / d q_i = 0.5 * (log q_i - log m_i); through the softmax:
             # d JSD / d z_j = q_j * (g_j - sum_i q_i g_i), and 1/T for the temperature.
             scale = grad_out[start:stop].to(dtype).unsqueeze(-1) * (0.5 / temperature)
-            for need, log_a, grad in ((need_t, log_p, grad_t), (need_s, log_q, grad_s)):
+            for need, log_a, grad in ((need_t, ws.log_p, grad_t), (need_s, ws.log_q, grad_s)):
                 if not need:
                     continue
-                a_g = _weighted_log_ratio(log_a, log_m)  # a * (log a - log m)
-                a_g.sub_(log_a.exp().mul_(a_g.sum(-1, keepdim=True))).mul_(scale)
+                a_g = _weighted_log_ratio(ws, log_a)  # a * (log a - log m); ws.d = a
+                a_g.sub_(ws.d.mul_(a_g.sum(-1, keepdim=True))).mul_(scale)
                 _scatter(grad, rows, start, stop, vocab_size, a_g)
         return grad_t, grad_s, None, None, None, None
 
 
-def _gather(teacher, student, rows, start, stop, vocab_size, dtype):
+def _gather(teacher, student, rows, start, stop, vocab_size):
     if rows is None:
-        t = teacher[start:stop, :vocab_size]
-        s = student[start:stop, :vocab_size]
-    else:
-        index = rows[start:stop]
-        t = teacher.index_select(0, index)[:, :vocab_size]
-        s = student.index_select(0, index)[:, :vocab_size]
-    return t.to(dtype), s.to(dtype)
+        return teacher[start:stop, :vocab_size], student[start:stop, :vocab_size]
+    index = rows[start:stop]
+    return teacher.index_select(0, index)[:, :vocab_size], student.index_select(0, index)[:, :vocab_size]
 
 
 def _scatter(grad, rows, start, stop, vocab_size, value):
     target = grad[:, :vocab_size]  # a view: columns past the shared vocabulary keep a zero gradient
-    value = value.to(grad.dtype)
     if rows is None:
-        target[start:stop] += value
+        target[start:stop] += value  # casts to the gradient's dtype (bf16 logits get bf16 grads)
     else:
         # index_add_ so that a row listed twice gets both contributions.
-        target.index_add_(0, rows[start:stop], value)
+        target.index_add_(0, rows[start:stop], value.to(grad.dtype))
 
 
 def _check_shapes(teacher: torch.Tensor, student: torch.Tensor, vocab_size: int | None) -> int:
