@@ -22,6 +22,17 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("config", help="YAML run config")
     p.set_defaults(func=cmd_score)
 
+    p = subparsers.add_parser("train", help="train the student (resumes from the last checkpoint)")
+    p.add_argument("config", help="YAML run config")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser("evaluate", help="score a model's greedy answers on a held-out split")
+    p.add_argument("config", help="YAML run config (data and rewards)")
+    p.add_argument("--model", help="checkpoint directory (default: the run's trained student)")
+    p.add_argument("--split", default="test", choices=["validation", "test", "train"])
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.set_defaults(func=cmd_evaluate)
+
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from masters.engine.generation import generate_bank
@@ -56,6 +67,39 @@ def cmd_score(args: argparse.Namespace) -> int:
     _table("scoring", [(f"{k}: scored / unscored / mean", f"{report.scored[k]} / {report.unscored[k]} / "
                                                          f"{report.mean[k]:.3f}") for k in report.scored])
     return 0 if not any(report.unscored.values()) else 1
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from masters.engine.trainer import train
+    from masters.specs import load_run_spec
+
+    result = train(load_run_spec(args.config))
+    last = result.last
+    _table("training", [
+        ("optimizer steps", f"{result.steps} (resumed at {result.resumed_from})"),
+        ("final loss", f"{last.get('loss/total', float('nan')):.4f}"),
+        ("student saved to", str(result.student_dir)),
+        ("metrics", str(result.metrics_path)),
+        ("wall time (s)", f"{result.seconds:.1f}"),
+    ])
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from masters.data import load_splits
+    from masters.engine.evaluate import evaluate_model, write_result
+    from masters.specs import load_run_spec
+
+    spec = load_run_spec(args.config)
+    model = args.model or str(Path(spec.output_dir) / "student")
+    samples = load_splits(spec.data)[args.split]
+    result = evaluate_model(model, samples, spec.rewards, split=args.split, max_new_tokens=args.max_new_tokens)
+    write_result(result, Path(spec.output_dir) / "eval" / f"{Path(model).name}-{args.split}.json")
+    _table(f"evaluation of {model} on {args.split} ({result.n} samples)",
+           [(k, f"{v:.3f}") for k, v in result.accuracy.items()])
+    return 0
 
 
 def _table(title: str, rows: list[tuple[str, str]]) -> None:

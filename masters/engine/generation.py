@@ -85,7 +85,7 @@ def generate_bank(spec: Any, *, force: bool = False, progress: bool = True,
     gen = spec.generation
     report = GenerationReport()
 
-    check_tokenizers(spec)  # before any compute: a mismatch found after hours of generation is useless
+    vocab_size = check_tokenizers(spec)  # before any compute: a mismatch found after hours of generation is useless
     student = resolve_adapter(spec.student)
     fingerprint = tokenizer_fingerprint(student)
     student_tokenizer = _TokenizerOnly(student.tokenizer)
@@ -98,7 +98,8 @@ def generate_bank(spec: Any, *, force: bool = False, progress: bool = True,
     started = time.perf_counter()
     with _Progress(progress) as bar:
         if gen.n_student_responses:
-            _fill(bank, student, STUDENT, "", None, question_ids, gen.n_student_responses, by_id, spec, report, bar)
+            _fill(bank, student, STUDENT, "", None, question_ids, gen.n_student_responses, by_id, spec, report, bar,
+                  vocab_size)
         del student
         gc.collect()
         for t_index, teacher_spec in enumerate(spec.teachers):
@@ -113,7 +114,7 @@ def generate_bank(spec: Any, *, force: bool = False, progress: bool = True,
             for level, qids in levels.items():
                 masked.set_level(level)
                 _fill(bank, teacher, TEACHER, teacher_spec.path, level, qids, gen.n_teacher_responses, by_id, spec,
-                      report, bar)
+                      report, bar, vocab_size)
             masked.close()
             del teacher, masked
             gc.collect()
@@ -153,8 +154,8 @@ def _missing(bank: ResponseBank, source: str, teacher: str, level: Ratio | None,
 
 
 def _fill(bank: ResponseBank, adapter: Any, source: str, teacher: str, level: Ratio | None, qids: Sequence[str],
-          n: int, by_id: dict[str, Any], spec: Any, report: GenerationReport, bar: Any) -> None:
-    from masters.engine.sampling import PerRowGumbelSampler
+          n: int, by_id: dict[str, Any], spec: Any, report: GenerationReport, bar: Any, vocab_size: int) -> None:
+    from masters.engine.sampling import LimitVocabulary, PerRowGumbelSampler, banned_response_ids
 
     gen = spec.generation
     bp = None if level is None else level.bp
@@ -166,13 +167,14 @@ def _fill(bank: ResponseBank, adapter: Any, source: str, teacher: str, level: Ra
     params = json.dumps({k: getattr(gen, k) for k in SAMPLING_FIELDS}, sort_keys=True)
     for batch in todo:
         seeds = [derived_seed(gen.seed, source, teacher, bp, q, k) for q in batch for k in range(n)]
-        sampler = (PerRowGumbelSampler(seeds, temperature=gen.temperature, top_k=gen.top_k, top_p=gen.top_p)
-                   if gen.temperature > 0 else None)
+        processors = [LimitVocabulary(vocab_size, banned_response_ids(adapter))]
+        if gen.temperature > 0:
+            processors.append(PerRowGumbelSampler(seeds, temperature=gen.temperature, top_k=gen.top_k, top_p=gen.top_p))
         # Rows are repeated by hand (sample-major): transformers refuses num_return_sequences > 1
         # without do_sample, and the sampling happens in our logits processor.
         outputs = adapter.generate([by_id[q] for q in batch for _ in range(n)], max_new_tokens=gen.max_new_tokens,
                                    do_sample=False, repetition_penalty=gen.repetition_penalty,
-                                   **({"logits_processor": [sampler]} if sampler else {}))
+                                   logits_processor=processors)
         texts = adapter.decode(outputs)
         eos = set(adapter.eos_token_ids)
         rows = []

@@ -21,6 +21,11 @@ from masters.ratios import Ratio
 from masters.schedules.chain import TeacherChain
 
 
+# Which teacher level each training method sees: the restore schedule, a fixed mask at r_max, or
+# the unmasked teacher (naive distillation; SFT ignores the teacher).
+LEVEL_MODES = {"fixed_mask": "fixed", "naive_kd": "unmasked", "sft": "unmasked"}
+
+
 @dataclass(frozen=True)
 class PlannedStep:
     step: int
@@ -47,11 +52,16 @@ def training_plan(spec: Any, question_ids: Sequence[str], *, world_size: int = 1
         random.Random(derived_seed("plan", bank_seed, pass_index)).shuffle(ids)
         order.extend(ids)
     total = max(1, math.ceil(len(order) / per_step))
+    mode = LEVEL_MODES.get(spec.training.method, "schedule")
     steps = []
     for step in range(total):
         pos = chain.at(step, total)
-        steps.append(PlannedStep(step, pos.teacher, pos.stage, pos.level,
-                                 tuple(order[step * per_step:(step + 1) * per_step])))
+        stage, level = pos.stage, pos.level
+        if mode == "fixed":  # a fixed mask: the teacher's largest level all along
+            stage, level = 0, chain.levels(pos.teacher)[0]
+        elif mode == "unmasked":
+            stage, level = len(chain.levels(pos.teacher)) - 1, Ratio(0)
+        steps.append(PlannedStep(step, pos.teacher, stage, level, tuple(order[step * per_step:(step + 1) * per_step])))
     return _shuffle_within_stages(steps, spec.seed, per_step)
 
 

@@ -43,6 +43,32 @@ class PerRowGumbelSampler:
         return torch.log_softmax(logits, dim=-1) + gumbel.to(logits.device)
 
 
+class LimitVocabulary:
+    """Forbid ids a response must not hold: ids past the tokenizer (padded embedding rows are no
+    tokens, and the student may not have them) and special tokens other than EOS (an image
+    placeholder in a response would break teacher forcing, a chat-control token the template)."""
+
+    def __init__(self, vocab_size: int, banned_ids: Sequence[int] = ()):
+        self.vocab_size = int(vocab_size)
+        self.banned = sorted({int(i) for i in banned_ids if 0 <= int(i) < vocab_size})
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.clone()
+        scores[..., self.vocab_size:] = float("-inf")
+        if self.banned:
+            scores[..., self.banned] = float("-inf")
+        return scores
+
+
+def banned_response_ids(adapter: Any) -> list[int]:
+    """Special tokens a response may not contain: every special id but the EOS ids."""
+    special = set(adapter.tokenizer.all_special_ids)
+    image = getattr(adapter, "image_token_id", None)
+    if isinstance(image, int):
+        special.add(image)
+    return sorted(special - set(adapter.eos_token_ids))
+
+
 def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     """Set logits outside the top-k and outside the top-p nucleus to -inf (keeps at least one)."""
     if top_k and top_k < logits.shape[-1]:

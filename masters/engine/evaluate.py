@@ -1,0 +1,64 @@
+"""Evaluation: greedy answers of any model on a held-out split, scored by the accuracy rewards."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from masters.interfaces import ScoredResponse
+
+
+@dataclass
+class EvalResult:
+    model: str
+    split: str
+    n: int
+    accuracy: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    examples: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate_model(model_path: str | Path, samples: Sequence[Any], reward_specs: Sequence[Any], *,
+                   adapter: Any = None, batch_size: int = 16, max_new_tokens: int = 16, split: str = "test",
+                   progress: Any = None) -> EvalResult:
+    """Greedy-decode every sample and score it with each accuracy reward (mean over samples)."""
+    from masters.adapters.resolve import resolve_adapter
+    from masters.rewards.combine import reward_keys
+
+    started = time.perf_counter()
+    adapter = adapter or resolve_adapter(str(model_path))
+    was = adapter.model.training
+    adapter.model.eval()
+    texts: list[str] = []
+    task = progress.add_task(f"evaluate {Path(str(model_path)).name}", total=len(samples)) if progress else None
+    for start in range(0, len(samples), batch_size):
+        chunk = list(samples[start:start + batch_size])
+        ids = adapter.generate(chunk, max_new_tokens=max_new_tokens, temperature=0.0)
+        texts.extend(adapter.decode(ids))
+        if progress:
+            progress.advance(task, len(chunk))
+    adapter.model.train(was)
+    items = [ScoredResponse(question=s.question, response=t, reference=s.answer or "", choices=s.choices,
+                            metadata=dict(s.metadata)) for s, t in zip(samples, texts)]
+    result = EvalResult(str(model_path), split, len(samples))
+    for key, spec in zip(reward_keys(reward_specs), reward_specs):
+        if type(spec).signal != "accuracy":
+            continue
+        values = [v for v in spec.build().score(items) if v is not None]
+        result.accuracy[key] = sum(values) / len(values) if values else float("nan")
+    result.examples = [{"question": s.question, "reference": s.answer or "", "response": t}
+                       for s, t in list(zip(samples, texts))[:5]]
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def write_result(result: EvalResult, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result.to_json(), indent=2) + "\n")

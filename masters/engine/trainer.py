@@ -1,0 +1,417 @@
+"""The mask-progressive offline RL trainer (method.md section 6) and its baselines.
+
+At every optimizer step the plan (teacher chain + restore schedule) sets the teacher and its
+mask level. A micro-batch of question groups (``n_teacher`` banked responses of the current
+level plus ``n_student`` banked student responses) is teacher-forced through the masked teacher
+and the student in one forward each; the per-token JSD gives both the distillation loss and,
+detached and group-normalised, the distillation reward (decision 7), which is added to the
+offline accuracy reward. Advantages are group-normalised, and
+
+    loss = policy (ratio identically 1) + beta * k3 KL to the initial student + JSD loss.
+
+The baselines run through the same loop (``training.method``): SFT and naive KD train on the
+data's reference answers; mask-progressive KD drops the RL terms; ``masters_no_distill_reward``
+drops the distillation reward; ``fixed_mask`` keeps the teacher at ``r_max``.
+
+accelerate drives devices, mixed precision and data parallelism: each process takes its share of
+every optimizer step's questions, so N processes train on the same global batch as one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from masters.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from masters.engine.faults import kill_point
+from masters.engine.identity import provenance, stage_hash
+from masters.engine.losses import group_advantages, masters_loss
+from masters.engine.plan import PlannedStep, training_plan
+from masters.errors import MastersError
+
+
+@dataclass(frozen=True)
+class Method:
+    responses: str  # "bank" (banked groups) or "reference" (the data's answers)
+    teacher: bool  # needs the (masked) teacher's logits
+    policy: float  # weight of the policy term (0: no RL)
+    accuracy: bool  # accuracy reward in R
+    distill_reward: bool  # distillation reward in R
+    kl: bool  # KL to the initial student
+
+
+METHODS: dict[str, Method] = {
+    "masters": Method("bank", True, 1.0, True, True, True),
+    "masters_no_distill_reward": Method("bank", True, 1.0, True, False, True),
+    "fixed_mask": Method("bank", True, 1.0, True, True, True),
+    "progressive_kd": Method("bank", True, 0.0, False, False, False),
+    "naive_kd": Method("reference", True, 0.0, False, False, False),
+    "sft": Method("reference", False, 0.0, False, False, False),
+}
+
+
+class GroupSignalWarning(UserWarning):
+    """Every response of a group got the same reward: the group carries no policy gradient."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    student_dir: Path
+    metrics_path: Path
+    seconds: float
+    resumed_from: int = 0
+    last: dict[str, Any] = field(default_factory=dict)
+
+
+def training_fields(spec: Any) -> dict[str, Any]:
+    """The spec fields training reads (its stage identity); ``output_dir`` is where, not what."""
+    return {
+        "seed": spec.seed, "teachers": spec.teachers, "student": spec.student, "masker": spec.masker,
+        "schedule": spec.schedule, "rewards": spec.rewards, "training": spec.training, "data": spec.data,
+        "generation": spec.generation,
+    }
+
+
+def train(spec: Any, *, splits: dict[str, list[Any]] | None = None, progress: bool = True,
+          accelerator: Any = None) -> TrainResult:
+    """Train the student per ``spec``; resume from the last checkpoint of ``output_dir``."""
+    return Trainer(spec, splits=splits, accelerator=accelerator).run(progress=progress)
+
+
+class Trainer:
+    def __init__(self, spec: Any, *, splits: dict[str, list[Any]] | None = None, accelerator: Any = None):
+        from accelerate import Accelerator
+
+        self.spec = spec
+        self.t = spec.training
+        self.method = METHODS[self.t.method]
+        self.out = Path(spec.output_dir)
+        self.accelerator = accelerator or Accelerator(mixed_precision=self.t.mixed_precision)
+        self.identity = stage_hash("train", training_fields(spec))
+        self._splits = splits
+        self._teacher_index: int | None = None
+        self.teacher: Any = None
+        self.masked: Any = None
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        from masters.adapters.resolve import resolve_adapter
+        from masters.data import load_splits
+        from masters.schedules.chain import TeacherChain
+
+        spec = self.spec
+        if self.method.teacher:
+            from masters.engine.generation import check_tokenizers
+
+            self.vocab = check_tokenizers(spec)  # before any compute
+        splits = self._splits or load_splits(spec.data)
+        self.samples = {s.id: s for s in splits["train"]}
+        self.chain = TeacherChain.from_run_spec(spec)
+        world = self.accelerator.num_processes
+        self.plan = training_plan(spec, [s.id for s in splits["train"]], world_size=world, chain=self.chain)
+        self.student = resolve_adapter(spec.student, device=self.accelerator.device)
+        if not self.method.teacher:
+            self.vocab = len(self.student.vocab())
+        model = self.student.model
+        if self.t.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            model.config.use_cache = False
+        if self.t.lora is not None:
+            model = self._with_lora(model)
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.t.learning_rate, weight_decay=self.t.weight_decay)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.student.model = self.model
+        self.index = self._bank_index() if self.method.responses == "bank" else None
+        self.reference = self._reference() if self.method.kl and self.t.beta > 0 else None
+        from masters.rewards.combine import reward_keys
+
+        self.reward_keys = reward_keys(spec.rewards)
+        self.distill_reward = None
+        for key, reward_spec in zip(self.reward_keys, spec.rewards):
+            if type(reward_spec).signal == "distillation" and self.method.distill_reward:
+                self.distill_reward = (key, reward_spec.build(vocab_size=self.vocab))
+
+    def _with_lora(self, model: Any) -> Any:
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise MastersError("training.lora needs peft", where="training.lora",
+                               fix="pip install 'masters-distill[lora]'") from None
+        lora = self.t.lora
+        config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                            target_modules=list(lora.target_modules))
+        return get_peft_model(model, config)
+
+    def _bank_index(self) -> Any:
+        from masters.bank.scoring import accuracy_rewards
+        from masters.bank.store import ResponseBank
+        from masters.engine.generation import bank_dir
+        from masters.engine.groups import BankIndex
+
+        bank = ResponseBank(bank_dir(self.spec))
+        bank.manifest()
+        accuracy = accuracy_rewards(bank, self.spec.rewards) if self.method.accuracy else {}
+        columns = ["row_id", "source", "teacher", "level_bp", "question_id", "sample_index", "token_ids"]
+        return BankIndex(bank.table(columns).to_pylist(), accuracy)
+
+    def _reference(self) -> Any:
+        from masters.engine.reference import ReferenceStore, compute_reference
+
+        store = ReferenceStore(self.out / "reference" / stage_hash("reference", {"student": self.spec.student})[:8])
+        rows = {r["row_id"]: r for step in self.plan for q in step.question_ids
+                for r in self._group_rows(step, q)}
+        compute_reference(store, self.student, list(rows.values()), self.samples)
+        return store
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, *, progress: bool = True) -> TrainResult:
+        started = time.perf_counter()
+        self._setup()
+        ckpt_dir = self.out / "checkpoints"
+        start = 0
+        last = latest_checkpoint(ckpt_dir)
+        if last is not None:
+            state = load_checkpoint(last, self.accelerator.unwrap_model(self.model), self.optimizer)
+            if state.get("identity") != self.identity:
+                raise MastersError(
+                    "the checkpoints in this output_dir come from another training config",
+                    where=str(last), fix="use another output_dir, or delete its checkpoints/ to start over")
+            start = state["step"]
+        metrics_path = self.out / "metrics.jsonl"
+        self._truncate_metrics(metrics_path, start)
+        total = len(self.plan)
+        last_metrics: dict[str, Any] = {}
+        bar = _progress(progress and self.accelerator.is_main_process)
+        with bar as live:
+            task = live.add_task("train", total=total, completed=start) if live else None
+            for step in self.plan[start:]:
+                last_metrics = self._optimizer_step(step)
+                if self.accelerator.is_main_process:
+                    with open(metrics_path, "a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(last_metrics) + "\n")
+                done = step.step + 1
+                if done % self.t.checkpoint_every == 0 or done == total:
+                    self._checkpoint(ckpt_dir, done)
+                kill_point("train", done)
+                if live:
+                    live.update(task, advance=1, description=f"train (level {step.level}, "
+                                                             f"loss {last_metrics['loss/total']:.3f})")
+        student_dir = self.out / "student"
+        if self.accelerator.is_main_process:
+            self._save_student(student_dir)
+        self.accelerator.wait_for_everyone()
+        self._release_teacher()
+        return TrainResult(total, student_dir, metrics_path, time.perf_counter() - started, start, last_metrics)
+
+    def _optimizer_step(self, step: PlannedStep) -> dict[str, Any]:
+        began = time.perf_counter()
+        if self.method.teacher:
+            self._set_teacher(step)
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        mine = list(step.question_ids[rank::world])
+        size = self.t.questions_per_step
+        micro = [mine[i:i + size] for i in range(0, len(mine), size)] or [[]]
+        sums: dict[str, float] = {}
+        for i, questions in enumerate(micro):
+            sync = i == len(micro) - 1
+            context = contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model)
+            with context:
+                terms, metrics = self._micro_batch(step, questions)
+                self.accelerator.backward(terms.total / len(micro))
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v / len(micro)
+        grad_norm = None
+        if self.t.max_grad_norm is not None:
+            grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.t.max_grad_norm))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"step": step.step, "teacher": step.teacher, "level": float(step.level), "stage": step.stage,
+                "lr": self.t.learning_rate, "grad_norm": grad_norm, **sums,
+                "step_seconds": time.perf_counter() - began}
+
+    def _group_rows(self, step: PlannedStep, question_id: str) -> list[Mapping[str, Any]]:
+        return self.index.draw_group(
+            question_id, self.spec.teachers[step.teacher].path, step.level.bp, self.t.n_teacher, self.t.n_student,
+            seed=self.spec.seed, stage=step.stage)
+
+    def _micro_batch(self, step: PlannedStep, questions: Sequence[str]) -> tuple[Any, dict[str, float]]:
+        from masters.rewards.combine import combine_rewards
+        from masters.rewards.jsd import jsd_loss
+
+        if not questions:  # a rank with no question this step still joins the gradient all-reduce
+            zero = sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+            return _Zero(zero), {}
+        if self.method.responses == "bank":
+            rows = [(q, r) for q in questions for r in self._group_rows(step, q)]
+            samples = [self.samples[q] for q, _ in rows]
+            responses = [list(r["token_ids"]) for _, r in rows]
+            row_ids = [r["row_id"] for _, r in rows]
+            groups = torch.tensor([questions.index(q) for q, _ in rows])
+        else:
+            samples = [self.samples[q] for q in questions]
+            responses = self.student.response_ids([s.answer or "" for s in samples])
+            row_ids, groups = [], torch.arange(len(samples))
+        device = self.accelerator.device
+        with self.accelerator.autocast():
+            forced = self.student.teacher_force(samples, responses, vocab_limit=self.vocab)
+            mask = forced.mask
+            if self.t.method == "sft":
+                loss = forced.token_loss()
+                _check_finite(loss, step, questions)
+                return _Zero(loss), {"loss/total": float(loss.detach()), "loss/nll": float(loss.detach())}
+            with torch.no_grad():
+                teacher_logits = self.teacher.teacher_force(samples, responses, vocab_limit=self.vocab).logits
+            distill, token_jsd = jsd_loss(teacher_logits.to(device), forced.logits, mask, vocab_size=self.vocab,
+                                          reduction=self.t.token_averaging)
+        if step.step == self.plan[0].step:
+            _check_teacher_signal(teacher_logits, forced.logits, distill, mask)
+        metrics: dict[str, float] = {}
+        advantages = torch.zeros(len(responses), device=device)
+        if self.method.policy:
+            raw: dict[str, Any] = {}
+            weights: dict[str, float] = {}
+            for key, reward_spec in zip(self.reward_keys, self.spec.rewards):
+                if type(reward_spec).signal == "accuracy" and self.method.accuracy:
+                    raw[key] = torch.tensor([self.index.accuracy[key][rid] for rid in row_ids], device=device)
+                    weights[key] = reward_spec.weight
+            if self.distill_reward is not None:
+                key, reward = self.distill_reward
+                raw[key] = reward.from_token_divergence(token_jsd.detach(), mask, groups.to(device))
+                weights[key] = next(s.weight for k, s in zip(self.reward_keys, self.spec.rewards) if k == key)
+            combined = combine_rewards(raw, weights)
+            metrics.update(combined.metrics())
+            advantages = group_advantages(combined.total, groups.to(device))
+            equal = _equal_reward_groups(combined.total, groups)
+            metrics["groups/equal_rewards"] = float(equal)
+            if equal == len(questions):
+                warnings.warn(f"step {step.step}: every group has equal rewards, so no policy signal "
+                              f"(questions {', '.join(questions[:3])})", GroupSignalWarning, stacklevel=2)
+        reference = None
+        if self.reference is not None:
+            reference = self.reference.tensor(row_ids, mask.shape[1]).to(device)
+        terms = masters_loss(
+            forced.logprobs, mask, advantages, reference_logprobs=reference, token_jsd=token_jsd,
+            beta=self.t.beta if self.reference is not None else 0.0, distill_weight=self.t.distill_loss_weight,
+            policy_weight=self.method.policy, reduction=self.t.token_averaging)
+        _check_finite(terms.total, step, questions)
+        metrics.update(terms.metrics())
+        metrics["tokens"] = float(mask.sum())
+        return terms, metrics
+
+    # -- teacher ----------------------------------------------------------------------------------
+    def _set_teacher(self, step: PlannedStep) -> None:
+        from masters.adapters.compat import check_compatible
+        from masters.adapters.resolve import resolve_adapter
+        from masters.masking.runtime import MaskedTeacher
+
+        if self._teacher_index != step.teacher:
+            self._release_teacher()
+            teacher_spec = self.spec.teachers[step.teacher]
+            # Mask before any wrapping; the teacher is for inference only (never prepared for training).
+            self.teacher = resolve_adapter(teacher_spec, device=self.accelerator.device)
+            self.teacher.model.eval().requires_grad_(False)
+            check_compatible(self.teacher, self.student, where=f"teachers.{step.teacher} ({teacher_spec.path})")
+            self.masked = MaskedTeacher.from_model(self.teacher.model, self.spec.masker,
+                                                   self.chain.levels(step.teacher),
+                                                   maskable=self.teacher.maskable_parameters())
+            self._teacher_index = step.teacher
+        if self.masked.level != step.level:
+            self.masked.set_level(step.level)
+
+    def _release_teacher(self) -> None:
+        if self.masked is not None:
+            self.masked.close()
+        self.teacher = self.masked = None
+        self._teacher_index = None
+        gc.collect()
+
+    # -- outputs ----------------------------------------------------------------------------------
+    def _checkpoint(self, directory: Path, step: int) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            save_checkpoint(directory, step, self.accelerator.unwrap_model(self.model), self.optimizer,
+                            {"identity": self.identity, "total_steps": len(self.plan)})
+        self.accelerator.wait_for_everyone()
+
+    def _save_student(self, directory: Path) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        if self.t.lora is not None:
+            model = model.merge_and_unload()  # plain transformers weights, loadable without peft
+        self.student.model = model
+        was = model.training
+        model.eval()
+        self.student.save(directory)
+        model.train(was)
+        (directory / "masters_run.json").write_text(json.dumps(
+            {"train_hash": self.identity, "method": self.t.method, "steps": len(self.plan),
+             "components": {"masker": self.spec.masker.name, "schedule": self.spec.schedule.name,
+                            "rewards": [r.name for r in self.spec.rewards]},
+             "provenance": provenance()}, indent=2) + "\n")
+
+    @staticmethod
+    def _truncate_metrics(path: Path, start: int) -> None:
+        """Drop lines of steps that will be trained again after a resume: no duplicates."""
+        if not path.exists():
+            return
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < start]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
+class _Zero:
+    """A loss with only a total (SFT, an idle rank)."""
+
+    def __init__(self, total: torch.Tensor):
+        self.total = total
+
+
+def _equal_reward_groups(rewards: torch.Tensor, groups: torch.Tensor) -> int:
+    equal = 0
+    for g in torch.unique(groups):
+        values = rewards[groups.to(rewards.device) == g]
+        equal += int(values.numel() > 1 and bool((values == values[0]).all()))
+    return equal
+
+
+def _check_finite(loss: torch.Tensor, step: PlannedStep, questions: Sequence[str]) -> None:
+    if not torch.isfinite(loss.detach()).all():
+        raise MastersError(
+            f"the loss is {float(loss.detach())} at optimizer step {step.step} "
+            f"(teacher {step.teacher}, level {step.level}; questions {', '.join(questions)})",
+            where="training", fix="lower training.learning_rate, enable max_grad_norm, or check these bank rows")
+
+
+def _check_teacher_signal(teacher_logits: torch.Tensor, student_logits: torch.Tensor, distill: torch.Tensor,
+                          mask: torch.Tensor) -> None:
+    """Fail fast when the teacher cannot shape the loss: the run would silently train on nothing."""
+    real = teacher_logits[mask.to(teacher_logits.device)]
+    problem = None
+    if not torch.isfinite(real).all():
+        problem = "the teacher's logits contain NaN or inf"
+    elif real.numel() and bool((real == real.reshape(-1)[0]).all()):
+        problem = "the teacher's logits are constant, so its distribution carries no signal"
+    elif not distill.requires_grad:
+        problem = "the distillation loss does not depend on the student (detached graph)"
+    if problem:
+        raise MastersError(problem, where="training (first step)",
+                           fix="check the teacher checkpoint and its adapter; the masked teacher must produce logits")
+
+
+def _progress(enabled: bool) -> Any:
+    if not enabled:
+        return contextlib.nullcontext()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn())

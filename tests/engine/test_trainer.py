@@ -1,0 +1,149 @@
+"""The trainer end to end on tiny models: loss terms, baselines, guardrails, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from masters.bank.scoring import score_bank
+from masters.bank.store import ResponseBank
+from masters.data import load_splits
+from masters.engine.generation import bank_dir, generate_bank
+from masters.engine.trainer import GroupSignalWarning, train
+from masters.errors import MastersError
+from masters.specs import validate_run_spec
+
+
+def config(tiny_pair, out, **overrides) -> dict:
+    teacher, student = tiny_pair
+    data = {
+        "output_dir": str(out), "teacher": str(teacher), "student": str(student),
+        "data": {"source": "shapes", "n_train": 6, "n_validation": 0, "n_test": 2},
+        "generation": {"n_teacher_responses": 2, "n_student_responses": 2, "max_new_tokens": 4, "batch_size": 3,
+                       "bank_levels": "all"},
+        "training": {"n_teacher": 2, "n_student": 2, "learning_rate": 1e-3, "questions_per_step": 2,
+                     "checkpoint_every": 1},
+    }
+    for key, value in overrides.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return data
+
+
+@pytest.fixture(scope="module")
+def scored_bank(tiny_pair, tmp_path_factory):
+    """One bank at every level, scored, shared by the tests (copied into each run directory)."""
+    out = tmp_path_factory.mktemp("bank-run")
+    spec = validate_run_spec(config(tiny_pair, out))
+    generate_bank(spec, progress=False)
+    samples = {s.id: s for s in load_splits(spec.data)["train"]}
+    score_bank(ResponseBank(bank_dir(spec)), samples, spec.rewards, progress=False)
+    return out / "bank"
+
+
+def prepared(tiny_pair, scored_bank, out, **overrides):
+    shutil.copytree(scored_bank, out / "bank")
+    return validate_run_spec(config(tiny_pair, out, **overrides))
+
+
+def metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_masters_trains_logs_every_term_and_saves_a_plain_transformers_student(tiny_pair, scored_bank, tmp_path):
+    spec = prepared(tiny_pair, scored_bank, tmp_path)
+    result = train(spec, progress=False)
+    rows = metrics(tmp_path)
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert [r["level"] for r in rows] == [0.2, 0.15, 0.05]  # 3 steps over 5 stages: k = floor(i * 5 / 3)
+    first = rows[0]
+    for key in ("loss/total", "loss/policy", "loss/kl", "loss/distill", "reward/exact_match/raw",
+                "reward/jsd_distill/raw", "reward/jsd_distill/weighted", "reward/total", "grad_norm"):
+        assert key in first and first[key] == first[key]  # present and not NaN
+    assert abs(first["loss/kl"]) < 1e-6  # the student is still the reference at step 0
+    assert first["loss/distill"] > 0
+    from transformers import LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(result.student_dir)
+    before = LlavaForConditionalGeneration.from_pretrained(tiny_pair[1])
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, dict(before.named_parameters())[n])]
+    assert changed, "training changed no weight"
+    assert json.loads((result.student_dir / "masters_run.json").read_text())["method"] == "masters"
+
+
+@pytest.mark.parametrize("method", ["sft", "naive_kd", "progressive_kd", "masters_no_distill_reward", "fixed_mask"])
+def test_every_baseline_runs_in_the_same_engine(tiny_pair, scored_bank, tmp_path, method):
+    spec = prepared(tiny_pair, scored_bank, tmp_path, training={"method": method})
+    train(spec, progress=False)
+    rows = metrics(tmp_path)
+    assert len(rows) == 3 and all(r["loss/total"] == r["loss/total"] for r in rows)
+    if method == "fixed_mask":
+        assert {r["level"] for r in rows} == {0.2}
+    if method == "naive_kd":
+        assert {r["level"] for r in rows} == {0.0}
+    if method == "masters_no_distill_reward":
+        assert "reward/jsd_distill/raw" not in rows[0]
+
+
+def test_killed_training_resumes_bit_identical(tiny_pair, scored_bank, tmp_path):
+    whole = tmp_path / "whole"
+    train(prepared(tiny_pair, scored_bank, whole), progress=False)
+    resumed = tmp_path / "resumed"
+    prepared(tiny_pair, scored_bank, resumed)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config(tiny_pair, resumed)))
+    env = {**os.environ, "MASTERS_TEST_KILL_AFTER": "train:2"}
+    cmd = [sys.executable, "-m", "masters.cli", "train", str(path)]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert first.returncode == 137, first.stderr[-3000:]
+    env.pop("MASTERS_TEST_KILL_AFTER")
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-3000:]
+    a = load_file(str(whole / "student" / "model.safetensors"))
+    b = load_file(str(resumed / "student" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["step"] for r in metrics(resumed)] == [0, 1, 2]  # nothing lost, nothing duplicated
+
+
+def test_constant_teacher_logits_fail_fast(tiny_pair, scored_bank, tmp_path, monkeypatch):
+    from masters.adapters.base import HFVLMAdapter
+
+    real = HFVLMAdapter.teacher_force
+
+    def flat_teacher(self, samples, responses, **kw):
+        out = real(self, samples, responses, **kw)
+        if not torch.is_grad_enabled():  # the teacher's call
+            out.logits = torch.zeros_like(out.logits)
+        return out
+
+    monkeypatch.setattr(HFVLMAdapter, "teacher_force", flat_teacher)
+    with pytest.raises(MastersError, match="constant"):
+        train(prepared(tiny_pair, scored_bank, tmp_path), progress=False)
+
+
+def test_nan_loss_names_the_step_and_questions(tiny_pair, scored_bank, tmp_path, monkeypatch):
+    import masters.engine.trainer as trainer
+
+    real = trainer.masters_loss
+
+    def nan_loss(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        terms.total = terms.total * float("nan")
+        return terms
+
+    monkeypatch.setattr(trainer, "masters_loss", nan_loss)
+    with pytest.raises(MastersError, match=r"loss is nan at optimizer step 0 .*questions shapes-"):
+        train(prepared(tiny_pair, scored_bank, tmp_path), progress=False)
+
+
+def test_groups_with_equal_rewards_warn(tiny_pair, scored_bank, tmp_path):
+    spec = prepared(tiny_pair, scored_bank, tmp_path, rewards=["exact_match"])  # random models: all 0
+    with pytest.warns(GroupSignalWarning, match="no policy signal"):
+        train(spec, progress=False)
