@@ -302,6 +302,8 @@ def write_results(results: list[dict], rows: list[dict], model: str, wall: float
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "masking" if model == "qwen2.5-vl-120m" else f"masking-{model}"
+    if os.environ.get("OMP_NUM_THREADS"):
+        stem += f"-threads{os.environ['OMP_NUM_THREADS']}"
     meta = {"model": model, "machine": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
             "levels": list(LEVELS), "switch_sequence": list(SWITCHES), "wall_s": round(wall, 1),
             "date": time.strftime("%Y-%m-%d %H:%M")}
@@ -340,8 +342,13 @@ def main(argv=None) -> int:
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--no-forward", action="store_true", help="skip the forward-time comparison")
     parser.add_argument("--timeout", type=int, default=3600)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per worker (0: torch's default). On a shared, oversubscribed machine "
+                             "OpenMP barriers make 2 threads far slower than 1.")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the workers
     if args.worker:
         print(json.dumps(worker(args.worker, args.dtypes, args.model, not args.no_forward)))
         return 0
