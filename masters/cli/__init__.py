@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "masters.cli.components",
     "masters.cli.pipeline",
+    "masters.cli.masking",
 )
 
 
