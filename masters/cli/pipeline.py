@@ -22,6 +22,11 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("config", help="YAML run config")
     p.set_defaults(func=cmd_score)
 
+    p = subparsers.add_parser("run", help="generate, score, train and evaluate; skip stages already done")
+    p.add_argument("config", help="YAML run config")
+    p.add_argument("--stages", help="comma-separated subset of generate,score,train,evaluate")
+    p.set_defaults(func=cmd_run)
+
     p = subparsers.add_parser("train", help="train the student (resumes from the last checkpoint)")
     p.add_argument("config", help="YAML run config")
     p.set_defaults(func=cmd_train)
@@ -67,6 +72,25 @@ def cmd_score(args: argparse.Namespace) -> int:
     _table("scoring", [(f"{k}: scored / unscored / mean", f"{report.scored[k]} / {report.unscored[k]} / "
                                                          f"{report.mean[k]:.3f}") for k in report.scored])
     return 0 if not any(report.unscored.values()) else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from masters.engine.pipeline import STAGES, run_pipeline
+    from masters.errors import MastersError
+    from masters.specs import load_run_spec
+
+    spec = load_run_spec(args.config)
+    stages = None
+    if args.stages:
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise MastersError(f"unknown stage(s) {', '.join(unknown)}", where="--stages",
+                               fix=f"choose from {', '.join(STAGES)}")
+    results = run_pipeline(spec, stages=stages,
+                           on_stage=lambda stage, state: console().print(f"[bold]{stage}[/]: {state}"))
+    _table("run", [(stage, str(summary)) for stage, summary in results.items()])
+    return 0 if all(not (isinstance(v, dict) and "unscored" in v) for v in results.values()) else 1
 
 
 def cmd_train(args: argparse.Namespace) -> int:

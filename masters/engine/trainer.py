@@ -82,6 +82,11 @@ def training_fields(spec: Any) -> dict[str, Any]:
     }
 
 
+def training_dir(spec: Any) -> Path:
+    """``output_dir/train/<identity>``: checkpoints and metrics.jsonl of one training config."""
+    return Path(spec.output_dir) / "train" / stage_hash("train", training_fields(spec))[:12]
+
+
 def train(spec: Any, *, splits: dict[str, list[Any]] | None = None, progress: bool = True,
           accelerator: Any = None) -> TrainResult:
     """Train the student per ``spec``; resume from the last checkpoint of ``output_dir``."""
@@ -179,17 +184,20 @@ class Trainer:
     def run(self, *, progress: bool = True) -> TrainResult:
         started = time.perf_counter()
         self._setup()
-        ckpt_dir = self.out / "checkpoints"
+        # Checkpoints and metrics live under the training identity: another config trains afresh
+        # beside them instead of resuming from (or overwriting) what belongs to this one.
+        train_dir = training_dir(self.spec)
+        ckpt_dir = train_dir / "checkpoints"
         start = 0
         last = latest_checkpoint(ckpt_dir)
         if last is not None:
             state = load_checkpoint(last, self.accelerator.unwrap_model(self.model), self.optimizer)
             if state.get("identity") != self.identity:
-                raise MastersError(
-                    "the checkpoints in this output_dir come from another training config",
-                    where=str(last), fix="use another output_dir, or delete its checkpoints/ to start over")
+                raise MastersError("checkpoint of another training config", where=str(last),
+                                   fix="delete this checkpoint directory to start over")
             start = state["step"]
-        metrics_path = self.out / "metrics.jsonl"
+        metrics_path = train_dir / "metrics.jsonl"
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
         self._truncate_metrics(metrics_path, start)
         total = len(self.plan)
         last_metrics: dict[str, Any] = {}

@@ -54,7 +54,8 @@ def prepared(tiny_pair, scored_bank, out, **overrides):
 
 
 def metrics(out) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    (path,) = (out / "train").glob("*/metrics.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_masters_trains_logs_every_term_and_saves_a_plain_transformers_student(tiny_pair, scored_bank, tmp_path):
