@@ -140,6 +140,7 @@ class Trainer:
         self.student.model = self.model
         self.index = self._bank_index() if self.method.responses == "bank" else None
         self.reference = self._reference() if self.method.kl and self.t.beta > 0 else None
+        self.cache = self._teacher_cache() if self.method.teacher and self.t.teacher_signal == "cached" else None
         from masters.rewards.combine import reward_keys
 
         self.reward_keys = reward_keys(spec.rewards)
@@ -179,6 +180,34 @@ class Trainer:
                 for r in self._group_rows(step, q)}
         compute_reference(store, self.student, list(rows.values()), self.samples)
         return store
+
+    def _step_rows(self, step: PlannedStep, questions: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+        """(question, row) pairs a micro-batch trains on: banked groups, or the reference answers."""
+        if self.method.responses == "bank":
+            return [(q, r) for q in questions for r in self._group_rows(step, q)]
+        answers = self.student.response_ids([self.samples[q].answer or "" for q in questions])
+        return [(q, {"row_id": f"reference/{q}", "token_ids": ids}) for q, ids in zip(questions, answers)]
+
+    def _teacher_cache(self) -> Any:
+        """Precompute the top-k teacher log-probs of every (row, level) the plan trains on."""
+        from masters.engine.teacher_cache import TeacherCache, cache_key, check_fits, fill_cache
+
+        cache = TeacherCache(training_dir(self.spec) / "teacher_cache")
+        work: dict[tuple[int, Any], dict[str, tuple[str, Mapping[str, Any], Any]]] = {}
+        for step in self.plan:
+            for q, row in self._step_rows(step, step.question_ids):
+                key = cache_key(row["row_id"], step.teacher, step.level.bp)
+                work.setdefault((step.teacher, step.level), {})[key] = (key, row, self.samples[q])
+        done = cache.entries()
+        missing = [w for items in work.values() for k, w in items.items() if k not in done]
+        check_fits(cache.directory, sum(len(r["token_ids"]) for _, r, _ in missing), self.t.cache_top_k)
+        for (teacher, level), items in work.items():
+            pending = [w for k, w in items.items() if k not in done]
+            if pending:
+                self._set_teacher(PlannedStep(-1, teacher, 0, level, ()))
+                fill_cache(cache, self.teacher, self.vocab, pending, top_k=self.t.cache_top_k)
+        self._release_teacher()  # training itself never holds the teacher
+        return cache
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, *, progress: bool = True) -> TrainResult:
@@ -225,7 +254,7 @@ class Trainer:
 
     def _optimizer_step(self, step: PlannedStep) -> dict[str, Any]:
         began = time.perf_counter()
-        if self.method.teacher:
+        if self.method.teacher and self.cache is None:
             self._set_teacher(step)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         mine = list(step.question_ids[rank::world])
@@ -261,16 +290,11 @@ class Trainer:
         if not questions:  # a rank with no question this step still joins the gradient all-reduce
             zero = sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
             return _Zero(zero), {}
-        if self.method.responses == "bank":
-            rows = [(q, r) for q in questions for r in self._group_rows(step, q)]
-            samples = [self.samples[q] for q, _ in rows]
-            responses = [list(r["token_ids"]) for _, r in rows]
-            row_ids = [r["row_id"] for _, r in rows]
-            groups = torch.tensor([questions.index(q) for q, _ in rows])
-        else:
-            samples = [self.samples[q] for q in questions]
-            responses = self.student.response_ids([s.answer or "" for s in samples])
-            row_ids, groups = [], torch.arange(len(samples))
+        rows = self._step_rows(step, questions)
+        samples = [self.samples[q] for q, _ in rows]
+        responses = [list(r["token_ids"]) for _, r in rows]
+        row_ids = [r["row_id"] for _, r in rows]
+        groups = torch.tensor([questions.index(q) for q, _ in rows])
         device = self.accelerator.device
         with self.accelerator.autocast():
             forced = self.student.teacher_force(samples, responses, vocab_limit=self.vocab)
@@ -279,10 +303,19 @@ class Trainer:
                 loss = forced.token_loss()
                 _check_finite(loss, step, questions)
                 return _Zero(loss), {"loss/total": float(loss.detach()), "loss/nll": float(loss.detach())}
-            with torch.no_grad():
-                teacher_logits = self.teacher.teacher_force(samples, responses, vocab_limit=self.vocab).logits
-            distill, token_jsd = jsd_loss(teacher_logits.to(device), forced.logits, mask, vocab_size=self.vocab,
-                                          reduction=self.t.token_averaging)
+            if self.cache is not None:
+                from masters.engine.teacher_cache import bucket_jsd, cache_key
+                from masters.rewards.jsd import reduce_token_values
+
+                keys = [cache_key(rid, step.teacher, step.level.bp) for rid in row_ids]
+                top_ids, teacher_logits = self.cache.tensors(keys, mask.shape[1], device)
+                token_jsd = bucket_jsd(top_ids, teacher_logits, forced.logits, mask, vocab_size=self.vocab)
+                distill = reduce_token_values(token_jsd, mask, self.t.token_averaging)
+            else:
+                with torch.no_grad():
+                    teacher_logits = self.teacher.teacher_force(samples, responses, vocab_limit=self.vocab).logits
+                distill, token_jsd = jsd_loss(teacher_logits.to(device), forced.logits, mask, vocab_size=self.vocab,
+                                              reduction=self.t.token_averaging)
         if step.step == self.plan[0].step:
             _check_teacher_signal(teacher_logits, forced.logits, distill, mask)
         metrics: dict[str, float] = {}

@@ -148,3 +148,42 @@ def test_groups_with_equal_rewards_warn(tiny_pair, scored_bank, tmp_path):
     spec = prepared(tiny_pair, scored_bank, tmp_path, rewards=["exact_match"])  # random models: all 0
     with pytest.warns(GroupSignalWarning, match="no policy signal"):
         train(spec, progress=False)
+
+
+def test_cached_teacher_signal_trains_without_the_teacher_and_bounds_the_online_jsd(tiny_pair, scored_bank, tmp_path):
+    online = tmp_path / "online"
+    train(prepared(tiny_pair, scored_bank, online), progress=False)
+    cached = tmp_path / "cached"
+    result = train(prepared(tiny_pair, scored_bank, cached, training={"teacher_signal": "cached", "cache_top_k": 8}),
+                   progress=False)
+    a, b = metrics(online)[0], metrics(cached)[0]
+    assert 0 < b["loss/distill"] <= a["loss/distill"] + 1e-6  # bucketing can only lower a divergence
+    assert list((cached / "train").glob("*/teacher_cache/*.parquet"))
+    assert result.steps == 3
+
+
+def test_a_cache_that_would_not_fit_is_refused_before_writing(tmp_path, monkeypatch):
+    import shutil as sh
+    from collections import namedtuple
+
+    from masters.engine.teacher_cache import check_fits
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda path: usage(100, 90, 10 * 2**20))
+    with pytest.raises(MastersError, match=r"needs about .* GiB .* but .* GiB are free") as info:
+        check_fits(tmp_path / "cache", n_tokens=10_000_000, top_k=64)
+    assert "cache_top_k" in info.value.render()
+
+
+def test_bucketed_jsd_is_exact_when_k_covers_the_vocabulary():
+    from masters.engine.teacher_cache import bucket_jsd
+    from masters.rewards.jsd import token_jsd
+
+    torch.manual_seed(0)
+    teacher, student = torch.randn(2, 5, 12), torch.randn(2, 5, 12)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    top = torch.topk(torch.log_softmax(teacher, -1), 12, dim=-1)
+    exact = token_jsd(teacher, student, mask=mask)
+    assert torch.allclose(bucket_jsd(top.indices, top.values, student, mask), exact, atol=1e-5)
+    few = torch.topk(torch.log_softmax(teacher, -1), 3, dim=-1)
+    assert (bucket_jsd(few.indices, few.values, student, mask) <= exact + 1e-6).all()
