@@ -34,9 +34,10 @@ def masters_register_maskers(register: Register) -> None:
     """Register maskers: components that decide which teacher weights are zeroed at a ratio.
 
     Call ``register(SpecClass)`` once per masker. ``SpecClass.kind`` is ``"masker"`` and its
-    implementation satisfies :class:`masters.interfaces.Masker`: given the in-scope weights it
-    returns, per tensor, a removal order whose prefixes are the masks of every level, so that
-    masks nest and restoring to ratio 0 is exact.
+    implementation satisfies :class:`masters.interfaces.Masker`: it splits each in-scope tensor
+    into units and scores every element (lower is masked first); the runtime ranks once at
+    ``r_max`` and takes every lower level as a prefix of that ranking, so masks nest and restoring
+    to ratio 0 is exact.
     """
 
 
