@@ -99,7 +99,12 @@ class RestoreSchedule(Protocol):
 
 @dataclass(frozen=True)
 class ScoredResponse:
-    """What an accuracy reward sees of one banked response."""
+    """What an accuracy reward sees of one banked response.
+
+    ``question``: the prompt text (no image); ``response``: the decoded response; ``reference``:
+    the dataset's answer; ``choices``: the options of a multiple-choice question, in letter order
+    (A, B, ...), else ``None``; ``metadata``: anything else the bank row carries (ids, source).
+    """
 
     question: str
     response: str
@@ -112,8 +117,13 @@ class ScoredResponse:
 class AccuracyReward(Protocol):
     """An offline reward in [0, 1] (rules, an embedding model, an LLM judge).
 
-    ``score`` returns one value per item, or ``None`` for an item it could not score (an
-    unreachable judge): the scoring stage leaves that row unscored and retries it on the next run.
+    Built with ``spec.build(**context)`` (the engine may pass context such as the judge model; a
+    reward that needs context it did not get raises ``MastersError`` saying which). ``score``
+    returns one value per item, in order: a float in [0, 1], or ``None`` for an item it could not
+    score *now* (an unreachable judge): the scoring stage leaves that row unscored and retries it
+    on the next run. A rule that simply finds no answer returns 0.0, not ``None``. An item's score
+    must depend only on that item (the stage batches rows as it likes). Check a new reward with
+    ``masters.rewards.testing.check_accuracy_reward``.
     """
 
     spec: Any
@@ -123,7 +133,18 @@ class AccuracyReward(Protocol):
 
 @runtime_checkable
 class DistillationReward(Protocol):
-    """A reward computed in the training step from teacher and student token distributions."""
+    """A reward computed in the training step from teacher and student token distributions.
+
+    Built with ``spec.build(vocab_size=...)`` (optional context: the shared vocabulary length of
+    decision 12). Rewards are returned detached: they weight the policy gradient, they are not a
+    loss.
+
+    Optional fast path (design decision 7): an implementation whose divergence is the engine's
+    JSD loss may also define ``from_token_divergence(token_divergence, response_mask,
+    group_index) -> Tensor[batch]``, taking the per-token values ``[batch, tokens]`` the loss
+    already computed (``masters.rewards.jsd.jsd_loss``), so no second pass over the vocabulary is
+    needed. The engine uses it when present and falls back to ``__call__`` otherwise.
+    """
 
     spec: Any
 
@@ -134,7 +155,14 @@ class DistillationReward(Protocol):
         response_mask: torch.Tensor,
         group_index: torch.Tensor,
     ) -> torch.Tensor:
-        """Return one reward per response (shape ``[batch]``), normalised within each group."""
+        """One reward per response (shape ``[batch]``), normalised within each group.
+
+        ``teacher_logits`` ``[batch, tokens, V_t]`` and ``student_logits`` ``[batch, tokens, V_s]``
+        at the response positions, aligned by response-token index; ``response_mask``
+        ``[batch, tokens]`` (bool) marks real response tokens (EOS included); ``group_index``
+        ``[batch]`` gives each response's question group (any integer ids). Implementations may
+        accept a keyword ``vocab_size`` to cut both logits to the shared vocabulary.
+        """
         ...
 
 

@@ -47,9 +47,8 @@ class _Workspace:
     would each be a new mmap (they exceed malloc's reuse threshold) and page-fault again."""
 
     def __init__(self, rows: int, vocab: int, dtype: torch.dtype, device: torch.device):
-        new = lambda dt=dtype: torch.empty(rows, vocab, dtype=dt, device=device)  # noqa: E731
-        self.x, self.log_p, self.log_q, self.log_m, self.d = new(), new(), new(), new(), new()
-        self.zero = new(torch.bool)
+        new = lambda: torch.empty(rows, vocab, dtype=dtype, device=device)  # noqa: E731
+        self.x, self.log_p, self.log_q, self.p, self.q, self.log_m = new(), new(), new(), new(), new(), new()
 
     def view(self, n: int) -> _Workspace:
         out = object.__new__(_Workspace)
@@ -59,20 +58,21 @@ class _Workspace:
 
 
 def _fill_terms(ws: _Workspace, t: torch.Tensor, s: torch.Tensor, temperature: float) -> None:
-    """``ws.log_p``, ``ws.log_q`` = log-softmax of ``t/T``, ``s/T``; ``ws.log_m`` = log of their mixture."""
-    for logits, out in ((t, ws.log_p), (s, ws.log_q)):
-        if temperature != 1.0 or logits.dtype != out.dtype:
-            logits = torch.div(logits, temperature, out=ws.x) if logits.dtype == out.dtype else ws.x.copy_(logits).div_(temperature)
-        torch.log_softmax(logits, -1, out=out)
-    # log M = log((P + Q) / 2) in log space: stable when both probabilities underflow.
-    torch.logaddexp(ws.log_p, ws.log_q, out=ws.log_m).sub_(_LN2)
+    """Log-probs and probs of ``t/T`` and ``s/T`` and the log of their mixture ``M``, in ``ws``.
 
-
-def _weighted_log_ratio(ws: _Workspace, log_a: torch.Tensor) -> torch.Tensor:
-    """``ws.x = a * (log a - log m)`` with 0 where ``a == 0`` (``-inf`` logits: 0 * inf); ``ws.d = a``."""
-    torch.exp(log_a, out=ws.d)
-    torch.eq(ws.d, 0, out=ws.zero)
-    return torch.sub(log_a, ws.log_m, out=ws.x).mul_(ws.d).masked_fill_(ws.zero, 0.0)
+    Log values are floored at a finite value so that a ``-inf`` logit (a vocabulary mask) gives
+    ``0 * finite = 0`` below instead of ``0 * inf = nan``; a probability of exactly 0 contributes
+    nothing either way, and NaN logits still propagate.
+    """
+    floor = torch.finfo(ws.x.dtype).min / 4
+    for logits, log_a, a in ((t, ws.log_p, ws.p), (s, ws.log_q, ws.q)):
+        if temperature != 1.0 or logits.dtype != log_a.dtype:
+            logits = ws.x.copy_(logits).div_(temperature)
+        torch.log_softmax(logits, -1, out=log_a).clamp_min_(floor)
+        torch.exp(log_a, out=a)
+    # log M = log(P + Q) - log 2. Where both probabilities underflow to 0, log M is the floor and
+    # both terms vanish (their probability is 0); elsewhere M >= P/2 keeps it accurate.
+    torch.add(ws.p, ws.q, out=ws.log_m).log_().sub_(_LN2).clamp_min_(floor)
 
 
 class _ChunkedJSD(torch.autograd.Function):
@@ -88,8 +88,9 @@ class _ChunkedJSD(torch.autograd.Function):
             stop = min(start + chunk_size, n)
             ws = workspace.view(stop - start)
             _fill_terms(ws, *_gather(teacher, student, rows, start, stop, vocab_size), temperature)
-            kl = _weighted_log_ratio(ws, ws.log_p).sum(-1)
-            kl += _weighted_log_ratio(ws, ws.log_q).sum(-1)
+            # KL(P||M) + KL(Q||M) = sum P (log P - log M) + Q (log Q - log M), in place.
+            kl = ws.log_p.sub_(ws.log_m).mul_(ws.p).sum(-1)
+            kl += ws.log_q.sub_(ws.log_m).mul_(ws.q).sum(-1)
             # Rounding can push a tiny divergence below 0; a divergence is not negative.
             out[start:stop] = kl.mul_(0.5).clamp_min_(0.0)
         del workspace
@@ -110,14 +111,14 @@ class _ChunkedJSD(torch.autograd.Function):
             stop = min(start + chunk_size, n)
             ws = workspace.view(stop - start)
             _fill_terms(ws, *_gather(teacher, student, rows, start, stop, vocab_size), temperature)
-            # d JSD / d q_i = 0.5 * (log q_i - log m_i); through the softmax:
+            # d JSD / d q_i = 0.5 * (log q_i - log m_i) =: g_i; through the softmax:
             # d JSD / d z_j = q_j * (g_j - sum_i q_i g_i), and 1/T for the temperature.
             scale = grad_out[start:stop].to(dtype).unsqueeze(-1) * (0.5 / temperature)
-            for need, log_a, grad in ((need_t, ws.log_p, grad_t), (need_s, ws.log_q, grad_s)):
+            for need, log_a, a, grad in ((need_t, ws.log_p, ws.p, grad_t), (need_s, ws.log_q, ws.q, grad_s)):
                 if not need:
                     continue
-                a_g = _weighted_log_ratio(ws, log_a)  # a * (log a - log m); ws.d = a
-                a_g.sub_(ws.d.mul_(a_g.sum(-1, keepdim=True))).mul_(scale)
+                a_g = log_a.sub_(ws.log_m).mul_(a)  # a * (log a - log m), in place
+                a_g.sub_(a.mul_(a_g.sum(-1, keepdim=True))).mul_(scale)
                 _scatter(grad, rows, start, stop, vocab_size, a_g)
         return grad_t, grad_s, None, None, None, None
 
@@ -177,7 +178,8 @@ def token_jsd(
             ``V_t != V_s``.
         mask: optional bool ``[...]``; only those positions are computed (padding and prompt tokens
             cost nothing), the others are 0 in the result and get no gradient.
-        chunk_size: rows per fp32 chunk; extra memory is about ``6 * chunk_size * V * 4`` bytes.
+        chunk_size: rows per fp32 chunk; extra memory is about ``6 * chunk_size * V * 4`` bytes
+            (6 reused buffers; 445 MiB at 128 x 152,064).
         temperature: softmax temperature ``T`` (1.0 in the method).
 
     Returns:

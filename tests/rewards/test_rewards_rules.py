@@ -255,3 +255,14 @@ def test_regex_spec_rejects_a_bad_pattern():
 
     with pytest.raises(SpecError, match="regular expression"):
         validate_component("reward", {"name": "regex", "pattern": "(unclosed"})
+
+
+def test_rule_modules_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, masters.rewards.rules, masters.rewards.normalize, masters.rewards.combine, "
+        "masters.rewards.testing, masters.interfaces; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
