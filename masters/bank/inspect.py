@@ -177,10 +177,10 @@ def render_table(stats: Sequence[GroupStats], title: str = "response bank") -> A
 
     rewards = list(dict.fromkeys(k for s in stats for k in s.accuracy))
     table = Table(title=title, title_justify="left")
-    for name, justify in (("group", "left"), ("rows", "right"), ("questions", "right"),
-                          *((f"acc {k}", "right") for k in rewards), ("mean tokens", "right"),
-                          ("truncated", "right"), ("empty", "right"), ("distinct", "right"), ("distinct-2", "right")):
-        table.add_column(name, justify=justify)
+    table.add_column("group", no_wrap=True)
+    for name in ("rows", "questions", *(f"acc {k}" for k in rewards), "mean tokens", "truncated", "empty",
+                 "distinct", "distinct-2"):
+        table.add_column(name, justify="right")
     for s in stats:
         acc = []
         for k in rewards:
