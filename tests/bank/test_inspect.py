@@ -18,7 +18,8 @@ Q0, Q1 = "shapes-0-train-000000", "shapes-0-train-000001"
 
 
 @pytest.fixture
-def scored_bank(tiny_pair, tmp_path):
+def scored_bank(tiny_pair, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps the table's headers at the default 80
     teacher, student = tiny_pair
     data = {"output_dir": str(tmp_path / "run"), "teacher": str(teacher), "student": str(student),
             "data": {"source": "shapes", "n_train": 4, "n_validation": 0, "n_test": 1},
@@ -75,9 +76,8 @@ def test_group_numbers(scored_bank):
     assert written["groups"][0]["accuracy"][key] == 0.25 and written["groups"][0]["mask_ratio"] == 0.2
 
 
-def test_cli_prints_the_table_and_writes_the_plot(scored_bank, tmp_path, capsys, monkeypatch):
+def test_cli_prints_the_table_and_writes_the_plot(scored_bank, tmp_path, capsys):
     _, config, _, key = scored_bank
-    monkeypatch.setenv("COLUMNS", "200")
     png = tmp_path / "plots" / "degradation.png"
     assert main(["bank", "inspect", str(config), "--plot", str(png)]) == 0
     out = capsys.readouterr().out
