@@ -220,13 +220,17 @@ def naive_token_jsd(
     """
     vocab = _check_shapes(teacher_logits, student_logits, vocab_size)
     dtype = _compute_dtype(teacher_logits, student_logits)
-    t = teacher_logits[..., :vocab].to(dtype) / temperature
-    s = student_logits[..., :vocab].to(dtype) / temperature
+    t = teacher_logits[..., :vocab].to(dtype)
+    s = student_logits[..., :vocab].to(dtype)
+    if temperature != 1.0:
+        t, s = t / temperature, s / temperature
     log_p = torch.log_softmax(t, dim=-1)
     log_q = torch.log_softmax(s, dim=-1)
     log_m = torch.logaddexp(log_p, log_q) - _LN2
-    kl_p = torch.where(log_p.exp() > 0, log_p.exp() * (log_p - log_m), 0.0).sum(-1)
-    kl_q = torch.where(log_q.exp() > 0, log_q.exp() * (log_q - log_m), 0.0).sum(-1)
+    p, q = log_p.exp(), log_q.exp()
+    # where(): a -inf logit gives 0 * -inf = nan in the product; its probability is 0, so is its term.
+    kl_p = torch.where(p > 0, p * (log_p - log_m), 0.0).sum(-1)
+    kl_q = torch.where(q > 0, q * (log_q - log_m), 0.0).sum(-1)
     return 0.5 * (kl_p + kl_q)
 
 
