@@ -64,7 +64,7 @@ def test_component_field_errors_carry_the_component_name_in_the_path():
 
 def test_schedule_step_must_divide_r_max_exactly():
     problems = _problems({**MINIMAL, "schedule": {"name": "staircase", "r_max": 0.3, "step": 0.07}})
-    assert "does not divide r_max" in problems["schedule"]
+    assert "does not divide r_max" in problems["schedule.staircase"]
     spec = validate_run_spec({**MINIMAL, "schedule": {"name": "staircase", "r_max": 0.3, "step": 0.05}})
     assert spec.schedule.r_max.bp % spec.schedule.step.bp == 0
 

@@ -84,6 +84,10 @@ class HFVLMAdapter:
     * ``position_ids_from_mask``: pass ``cumsum(attention_mask) - 1`` as positions (1-D RoPE
       families); False where the model derives its own (multimodal RoPE from the attention mask);
     * :meth:`expected_image_tokens`: what the vision tower produces for the given pixels.
+
+    A trainer that wraps the model (DDP, FSDP, DeepSpeed) sets ``forward_module`` to the wrapper:
+    teacher forcing then runs through it so gradients synchronise; everything else reads
+    ``model``.
     """
 
     processor_class: ClassVar[str] = "transformers:AutoProcessor"
@@ -103,6 +107,7 @@ class HFVLMAdapter:
             model = model if model is not None else self._load_model(self.path)
             processor = processor if processor is not None else self._load_processor(self.path)
         self.model = model
+        self.forward_module: Any = None  # set by a trainer to its wrapped model (see _forward)
         self.processor = processor
         self.tokenizer = processor.tokenizer
         if device is not None:
@@ -298,7 +303,10 @@ class HFVLMAdapter:
 
     def _forward(self, batch: EncodedBatch, **kwargs: Any):
         try:
-            return self.model(**batch.inputs, use_cache=False, **kwargs)
+            # A trainer may wrap the model (DDP, FSDP, DeepSpeed): forward through the wrapper so
+            # gradients synchronise, while everything else reads the plain model.
+            module = self.forward_module if self.forward_module is not None else self.model
+            return module(**batch.inputs, use_cache=False, **kwargs)
         except ValueError as exc:
             if "image" in str(exc).lower() and ("token" in str(exc).lower() or "feature" in str(exc).lower()):
                 raise ImageTokenMismatchError(

@@ -95,13 +95,16 @@ def train(spec: Any, *, splits: dict[str, list[Any]] | None = None, progress: bo
 
 class Trainer:
     def __init__(self, spec: Any, *, splits: dict[str, list[Any]] | None = None, accelerator: Any = None):
-        from accelerate import Accelerator
+        from accelerate import Accelerator, DistributedDataParallelKwargs
 
         self.spec = spec
         self.t = spec.training
         self.method = METHODS[self.t.method]
         self.out = Path(spec.output_dir)
-        self.accelerator = accelerator or Accelerator(mixed_precision=self.t.mixed_precision)
+        # VLMs leave parameters out of the loss (e.g. the vision tower's last layer when features
+        # come from the one before it): DDP must not wait for their gradients.
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+        self.accelerator = accelerator or Accelerator(mixed_precision=self.t.mixed_precision, kwargs_handlers=[ddp])
         self.identity = stage_hash("train", training_fields(spec))
         self._splits = splits
         self._teacher_index: int | None = None
@@ -133,13 +136,16 @@ class Trainer:
             model.config.use_cache = False
         if self.t.lora is not None:
             model = self._with_lora(model)
+        self.index = self._bank_index() if self.method.responses == "bank" else None
+        # The reference pass runs on the initial student before it is wrapped: a forward through
+        # DDP on one rank alone would wait for the others forever.
+        self.reference = self._reference() if self.method.kl and self.t.beta > 0 else None
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.t.learning_rate, weight_decay=self.t.weight_decay)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.student.model = self.model
-        self.index = self._bank_index() if self.method.responses == "bank" else None
-        self.reference = self._reference() if self.method.kl and self.t.beta > 0 else None
+        self.student.model = model  # the plain model: config, parameters, saving
+        self.student.forward_module = self.model  # the wrapped one: forward passes sync gradients
         self.cache = self._teacher_cache() if self.method.teacher and self.t.teacher_signal == "cached" else None
         from masters.rewards.combine import reward_keys
 
@@ -178,7 +184,9 @@ class Trainer:
         store = ReferenceStore(self.out / "reference" / stage_hash("reference", {"student": self.spec.student})[:8])
         rows = {r["row_id"]: r for step in self.plan for q in step.question_ids
                 for r in self._group_rows(step, q)}
-        compute_reference(store, self.student, list(rows.values()), self.samples)
+        if self.accelerator.is_main_process:  # one writer; the other ranks read what it wrote
+            compute_reference(store, self.student, list(rows.values()), self.samples)
+        self.accelerator.wait_for_everyone()
         return store
 
     def _step_rows(self, step: PlannedStep, questions: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -198,6 +206,9 @@ class Trainer:
             for q, row in self._step_rows(step, step.question_ids):
                 key = cache_key(row["row_id"], step.teacher, step.level.bp)
                 work.setdefault((step.teacher, step.level), {})[key] = (key, row, self.samples[q])
+        if not self.accelerator.is_main_process:  # one writer; the other ranks read what it wrote
+            self.accelerator.wait_for_everyone()
+            return cache
         done = cache.entries()
         missing = [w for items in work.values() for k, w in items.items() if k not in done]
         check_fits(cache.directory, sum(len(r["token_ids"]) for _, r, _ in missing), self.t.cache_top_k)
@@ -207,6 +218,7 @@ class Trainer:
                 self._set_teacher(PlannedStep(-1, teacher, 0, level, ()))
                 fill_cache(cache, self.teacher, self.vocab, pending, top_k=self.t.cache_top_k)
         self._release_teacher()  # training itself never holds the teacher
+        self.accelerator.wait_for_everyone()
         return cache
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -245,6 +257,7 @@ class Trainer:
                 if live:
                     live.update(task, advance=1, description=f"train (level {step.level}, "
                                                              f"loss {last_metrics['loss/total']:.3f})")
+        self._check_replicas_in_sync()
         student_dir = self.out / "student"
         if self.accelerator.is_main_process:
             self._save_student(student_dir)
@@ -329,7 +342,14 @@ class Trainer:
                     weights[key] = reward_spec.weight
             if self.distill_reward is not None:
                 key, reward = self.distill_reward
-                raw[key] = reward.from_token_divergence(token_jsd.detach(), mask, groups.to(device))
+                if hasattr(reward, "from_token_divergence"):  # reuse the loss's JSD: no second pass
+                    raw[key] = reward.from_token_divergence(token_jsd.detach(), mask, groups.to(device))
+                elif self.cache is None:
+                    raw[key] = reward(teacher_logits.detach(), forced.logits.detach(), mask, groups.to(device))
+                else:
+                    raise MastersError(f"reward {key!r} needs full teacher logits, which the cached teacher "
+                                       "signal does not keep", where="training.teacher_signal",
+                                       fix="use teacher_signal: online, or give the reward from_token_divergence()")
                 weights[key] = next(s.weight for k, s in zip(self.reward_keys, self.spec.rewards) if k == key)
             combined = combine_rewards(raw, weights)
             metrics.update(combined.metrics())
@@ -350,6 +370,17 @@ class Trainer:
         metrics.update(terms.metrics())
         metrics["tokens"] = float(mask.sum())
         return terms, metrics
+
+    def _check_replicas_in_sync(self) -> None:
+        """Data parallelism must leave every rank with the same weights; a silent drift is a bug."""
+        if self.accelerator.num_processes == 1:
+            return
+        params = [p.detach().double().sum() for p in self.accelerator.unwrap_model(self.model).parameters()]
+        checksum = torch.stack(params).reshape(1, -1)
+        every = self.accelerator.gather(checksum)
+        if not torch.allclose(every, every[:1].expand_as(every), rtol=0, atol=1e-9):
+            raise MastersError("the ranks' weights diverged during training", where="data parallel training",
+                               fix="report this as a bug with the run's config and accelerate settings")
 
     # -- teacher ----------------------------------------------------------------------------------
     def _set_teacher(self, step: PlannedStep) -> None:

@@ -187,3 +187,24 @@ def test_bucketed_jsd_is_exact_when_k_covers_the_vocabulary():
     assert torch.allclose(bucket_jsd(top.indices, top.values, student, mask), exact, atol=1e-5)
     few = torch.topk(torch.log_softmax(teacher, -1), 3, dim=-1)
     assert (bucket_jsd(few.indices, few.values, student, mask) <= exact + 1e-6).all()
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tiny_pair, scored_bank, tmp_path):
+    """gloo data parallelism: each rank trains on its share of every step; the result equals one
+    process doing the same global batch as gradient accumulation (the trainer also checks the
+    ranks agree before saving)."""
+    single = tmp_path / "single"
+    train(prepared(tiny_pair, scored_bank, single, training={"questions_per_step": 1,
+                                                             "gradient_accumulation_steps": 2}), progress=False)
+    double = tmp_path / "double"
+    prepared(tiny_pair, scored_bank, double)
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(config(tiny_pair, double, training={"questions_per_step": 1})))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "masters.cli", "train", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "ACCELERATE_USE_CPU": "true"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    a = load_file(str(single / "student" / "model.safetensors"))
+    b = load_file(str(double / "student" / "model.safetensors"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
