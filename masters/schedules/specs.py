@@ -71,7 +71,8 @@ class ExplicitScheduleSpec(ScheduleSpec):
     implementation: ClassVar[str] = "masters.schedules.shapes:Explicit"
     name: Literal["explicit"] = "explicit"
     ratios: tuple[Ratio, ...] = Field(
-        (Ratio(2000), Ratio(1000), Ratio(0)), min_length=1, description="Levels in order, e.g. [0.3, 0.1, 0]."
+        # plain numbers (validated into Ratios) so the JSON Schema can show the default
+        (0.2, 0.1, 0.0), min_length=1, description="Levels in order, e.g. [0.3, 0.1, 0]."
     )
 
     @model_validator(mode="before")
