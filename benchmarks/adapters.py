@@ -25,6 +25,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def _median_time(fn, repeats: int) -> float:
     fn()  # warm-up: first calls pay for lazy initialisation
+    fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -79,9 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--families", nargs="*", default=None)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 keeps medians stable on a shared machine)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
+
+    torch.set_num_threads(args.threads)
     import transformers
 
     from masters.models import TINY_FAMILIES
