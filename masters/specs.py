@@ -299,6 +299,9 @@ DataSpec = Annotated[Union[ShapesData, LlavaJsonData, HFDatasetData], Field(disc
 
 class RunSpecBase(StrictModel):
     output_dir: str = Field("runs/default", description="Where every stage writes its outputs.")
+    bank_dir: Optional[str] = Field(
+        None, description="Where the response bank lives (default: output_dir/bank). Runs that share "
+        "generation settings (seeds, ablation cells) can share one bank; rows are keyed, so each adds what it needs.")
     seed: int = Field(0, description="Student initialisation and data order; teacher and bank are shared.")
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)

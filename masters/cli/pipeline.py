@@ -27,6 +27,14 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--stages", help="comma-separated subset of generate,score,train,evaluate")
     p.set_defaults(func=cmd_run)
 
+    p = subparsers.add_parser("ablate", help="run a grid of configs that swap components or values by name")
+    p.add_argument("config", help="base YAML run config")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="dotted key and values, e.g. training.method=masters,sft (repeatable)")
+    p.add_argument("--seeds", help="comma-separated seeds (a grid over `seed`)")
+    p.add_argument("--out", help="where the cells and results go (default: output_dir/ablate)")
+    p.set_defaults(func=cmd_ablate)
+
     p = subparsers.add_parser("train", help="train the student (resumes from the last checkpoint)")
     p.add_argument("config", help="YAML run config")
     p.set_defaults(func=cmd_train)
@@ -91,6 +99,32 @@ def cmd_run(args: argparse.Namespace) -> int:
                            on_stage=lambda stage, state: console().print(f"[bold]{stage}[/]: {state}"))
     _table("run", [(stage, str(summary)) for stage, summary in results.items()])
     return 0 if all(not (isinstance(v, dict) and "unscored" in v) for v in results.values()) else 1
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from masters.engine.ablate import parse_grid, run_grid, summarise
+    from masters.specs import read_config
+
+    base = read_config(args.config)
+    grid = parse_grid(args.grid + ([f"seed={args.seeds}"] if args.seeds else []))
+    out = Path(args.out or Path(base.get("output_dir", "runs/default")) / "ablate")
+    cells = run_grid(base, grid, out, on_cell=lambda cell, state: console().print(f"[bold]{cell.label}[/]: {state}"))
+    from rich.table import Table
+
+    rows = summarise(cells)
+    metrics = sorted({k[:-5] for r in rows for k in r if k.endswith(".mean")})
+    table = Table(title=f"ablation ({len(cells)} cells) -> {out}/results.csv", title_justify="left")
+    table.add_column("setting")
+    table.add_column("seeds", justify="right")
+    for metric in metrics:
+        table.add_column(metric.split(".", 1)[1], justify="right")
+    for r in rows:
+        table.add_row(r["setting"], str(r["seeds"]),
+                      *(f"{r[m + '.mean']:.3f} ± {r[m + '.std']:.3f}" for m in metrics))
+    console().print(table)
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

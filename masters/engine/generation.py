@@ -31,7 +31,8 @@ SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_n
 
 
 def bank_dir(spec: Any) -> Path:
-    return Path(spec.output_dir) / "bank"
+    """The run's bank: ``bank_dir`` when the spec shares one, else ``output_dir/bank``."""
+    return Path(spec.bank_dir) if getattr(spec, "bank_dir", None) else Path(spec.output_dir) / "bank"
 
 
 def generation_fields(spec: Any) -> dict[str, Any]:

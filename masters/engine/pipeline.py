@@ -28,8 +28,11 @@ def stage_identity(spec: Any, stage: str) -> str:
         # What decides which rows the bank needs: the plan (data, chain, schedule, the training
         # fields that shape steps) and the response counts; not the learning rate or the loss.
         plan = {k: getattr(spec.training, k) for k in PLAN_FIELDS}
+        from masters.engine.generation import bank_dir
+
         return stage_hash("generate-run", {**generation_fields(spec), "data": spec.data, "schedule": spec.schedule,
-                                           "teachers": spec.teachers, "plan": plan, "counts": spec.generation})
+                                           "teachers": spec.teachers, "plan": plan, "counts": spec.generation,
+                                           "bank_dir": str(bank_dir(spec))})
     if stage == "score":
         return stage_hash("score", {"bank": stage_identity(spec, "generate"), "rewards": spec.rewards})
     if stage == "train":

@@ -1,0 +1,200 @@
+"""``masters ablate``: a grid of runs that swap components or values by name, one table at the end.
+
+Every cell is the base config with some dotted keys replaced (``training.method=sft``,
+``masker=random``, ``schedule.r_max=0.3``, ``seed=1``). All cells are validated before anything
+runs. Cells whose generation settings agree share one bank (``bank_dir``), so a sweep over
+``r_max``, the response mix or seeds generates each response once. A cell whose evaluation already
+matches its config is not run again, in this session or a later one. Every row records the
+resolved components, the stage identities and the plugin versions.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import itertools
+import json
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from masters.engine.identity import stage_hash
+from masters.errors import MastersError, SpecError
+
+
+@dataclass
+class Cell:
+    overrides: dict[str, Any]
+    config: dict[str, Any]
+    spec: Any = None
+    key: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={_short(v)}" for k, v in self.overrides.items()) or "(base)"
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    """``["training.method=masters,sft", "schedule.r_max=0,0.1"]`` -> {key: [values]} (YAML-typed)."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise MastersError(f"cannot read grid entry {item!r}", where="--grid",
+                               fix="write KEY=V1,V2 (e.g. --grid training.method=masters,sft)")
+        grid[key.strip()] = [yaml.safe_load(v) for v in _split_values(values)]
+    return grid
+
+
+def _split_values(text: str) -> list[str]:
+    """Split on commas outside brackets, so ``schedule={name: linear, r_max: 0.3},staircase`` works."""
+    out, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            out.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    out.append(current.strip())
+    return [v for v in out if v]
+
+
+def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = config
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str):  # `masker: magnitude` shorthand becomes a mapping to go deeper
+            child = {"name": child}
+        node[part] = child = dict(child or {})
+        node = child
+    node[parts[-1]] = value
+
+
+def build_cells(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], out: Path) -> list[Cell]:
+    from masters.engine.generation import generation_fields
+    from masters.specs import validate_run_spec
+
+    keys = list(grid)
+    cells, problems = [], []
+    for values in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
+        overrides = dict(zip(keys, values))
+        config = copy.deepcopy(dict(base))
+        for k, v in overrides.items():
+            set_dotted(config, k, v)
+        key = stage_hash("cell", overrides)[:10]
+        config["output_dir"] = str(out / "cells" / key)
+        cell = Cell(overrides, config, key=key)
+        try:
+            cell.spec = validate_run_spec(config, source=f"cell {cell.label}")
+        except SpecError as exc:
+            problems.extend((f"[{cell.label}] {loc}", msg) for loc, msg in exc.problems)
+            continue
+        cells.append(cell)
+    if problems:
+        raise SpecError(problems, source="ablation grid")
+    # One bank per generation identity, shared by every cell that has it.
+    for cell in cells:
+        if not cell.config.get("bank_dir"):
+            shared = out / "banks" / stage_hash("generate", generation_fields(cell.spec))[:10]
+            cell.config["bank_dir"] = str(shared)
+            cell.spec = validate_run_spec(cell.config)
+    return cells
+
+
+def run_grid(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], out: str | Path, *,
+             progress: bool = True, on_cell: Callable[[Cell, str], None] | None = None) -> list[Cell]:
+    from masters.engine.identity import provenance
+    from masters.engine.pipeline import StageLog, run_pipeline, stage_identity
+
+    out = Path(out)
+    cells = build_cells(base, grid, out)
+    for index, cell in enumerate(cells):
+        log = StageLog(Path(cell.spec.output_dir))
+        done = log.done("evaluate", stage_identity(cell.spec, "evaluate"))
+        if on_cell:
+            on_cell(cell, f"{index + 1}/{len(cells)} " + ("skipped (finished earlier)" if done else "running"))
+        if not done:
+            run_pipeline(cell.spec, progress=progress)
+        evaluation = json.loads((Path(cell.spec.output_dir) / "eval" / "student-test.json").read_text())
+        stages = log.read()
+        cell.result = {
+            "cell": cell.key, **{f"grid.{k}": v for k, v in cell.overrides.items()},
+            **{f"accuracy.{k}": v for k, v in evaluation["accuracy"].items()},
+            "components": {"masker": cell.spec.masker.name, "schedule": cell.spec.schedule.name,
+                           "rewards": [r.name for r in cell.spec.rewards], "method": cell.spec.training.method,
+                           "adapter_student": (cell.spec.student.adapter or {}) and cell.spec.student.adapter.name},
+            "stage_identities": {k: v["identity"] for k, v in stages.items()},
+            "seconds": {k: v["seconds"] for k, v in stages.items()},
+            "provenance": provenance(),
+        }
+    write_results(cells, out)
+    return cells
+
+
+def summarise(cells: Sequence[Cell]) -> list[dict[str, Any]]:
+    """Mean and standard deviation over seeds for cells that differ only in ``seed``."""
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        rest = {k: v for k, v in cell.overrides.items() if k != "seed"}
+        groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(cell)
+    rows = []
+    for key, members in groups.items():
+        row: dict[str, Any] = {"setting": ", ".join(f"{k}={_short(v)}" for k, v in json.loads(key).items()) or "(base)",
+                               "seeds": len(members)}
+        metrics = sorted({m for c in members for m in c.result if m.startswith("accuracy.")})
+        for metric in metrics:
+            values = [c.result[metric] for c in members if metric in c.result]
+            row[f"{metric}.mean"] = statistics.fmean(values)
+            row[f"{metric}.std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def write_results(cells: Sequence[Cell], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"cells": [c.result for c in cells], "summary": summarise(cells)},
+                                                 indent=2, default=str) + "\n")
+    flat = [{k: v for k, v in c.result.items() if not isinstance(v, dict)} for c in cells]
+    columns = sorted({k for row in flat for k in row}, key=lambda k: (not k.startswith("cell"), k))
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(flat)
+    plot_summary(summarise(cells), out / "results.png")
+
+
+def plot_summary(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = sorted({k[:-5] for r in rows for k in r if k.endswith(".mean")})
+    if not metrics:
+        return
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(rows) + 2), 3.5))
+    width = 0.8 / len(metrics)
+    for i, metric in enumerate(metrics):
+        xs = [j + i * width for j in range(len(rows))]
+        ax.bar(xs, [r.get(f"{metric}.mean", 0) for r in rows], width,
+               yerr=[r.get(f"{metric}.std", 0) for r in rows], capsize=3, label=metric.split(".", 1)[1])
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))])
+    ax.set_xticklabels([r["setting"] for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy (test)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _short(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
