@@ -37,6 +37,8 @@ def add_commands(subparsers: Any) -> None:
 
     p = subparsers.add_parser("train", help="train the student (resumes from the last checkpoint)")
     p.add_argument("config", help="YAML run config")
+    p.add_argument("--cache-only", action="store_true",
+                   help="only write the cached teacher signal (teacher_signal: cached), then stop")
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser("evaluate", help="score a model's greedy answers on a held-out split")
@@ -128,10 +130,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from masters.engine.trainer import train
+    from masters.engine.trainer import build_teacher_cache, train
     from masters.specs import load_run_spec
 
-    result = train(load_run_spec(args.config))
+    spec = load_run_spec(args.config)
+    if args.cache_only:
+        console().print(f"teacher cache written to {build_teacher_cache(spec)}")
+        return 0
+    result = train(spec)
     last = result.last
     _table("training", [
         ("optimizer steps", f"{result.steps} (resumed at {result.resumed_from})"),

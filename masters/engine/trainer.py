@@ -87,6 +87,17 @@ def training_dir(spec: Any) -> Path:
     return Path(spec.output_dir) / "train" / stage_hash("train", training_fields(spec))[:12]
 
 
+def build_teacher_cache(spec: Any, *, splits: dict[str, list[Any]] | None = None) -> Path:
+    """Write the cached teacher signal without training (run it in its own process so the training
+    process never holds the teacher); return the cache directory."""
+    if spec.training.teacher_signal != "cached":
+        raise MastersError("the config does not use the cached teacher signal", where="training.teacher_signal",
+                           fix="set teacher_signal: cached")
+    trainer = Trainer(spec, splits=splits)
+    trainer._setup()
+    return training_dir(spec) / "teacher_cache"
+
+
 def train(spec: Any, *, splits: dict[str, list[Any]] | None = None, progress: bool = True,
           accelerator: Any = None) -> TrainResult:
     """Train the student per ``spec``; resume from the last checkpoint of ``output_dir``."""
