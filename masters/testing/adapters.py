@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import functools
 import importlib
-import math
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -269,7 +268,3 @@ def registered_adapters() -> list[str]:
     from masters.plugins import get_components
 
     return get_components().registry("adapter").names()
-
-
-def math_isfinite(x: float) -> bool:  # kept for plugin authors' own checks
-    return math.isfinite(x)
