@@ -14,6 +14,7 @@ from typing import Any
 
 from masters.bank.store import ResponseBank
 from masters.engine.faults import kill_point
+from masters.engine.progress import progress_bar
 from masters.engine.identity import stage_hash
 from masters.errors import DataError
 from masters.interfaces import ScoredResponse
@@ -62,7 +63,7 @@ def score_bank(bank: ResponseBank, samples: Mapping[str, Any], reward_specs: Seq
         )
     report = ScoringReport()
     done_units = 0
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         for key, spec in accuracy_specs(reward_specs):
             folder = score_key(spec)
             done = bank.scored_ids(folder)
@@ -109,21 +110,3 @@ def accuracy_rewards(bank: ResponseBank, reward_specs: Sequence[Any]) -> dict[st
 def _item(sample: Any, response: str) -> ScoredResponse:
     return ScoredResponse(question=sample.question, response=response, reference=sample.answer or "",
                           choices=sample.choices, metadata=dict(sample.metadata))
-
-
-class _progress:
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.bar: Any = None
-
-    def __enter__(self) -> Any:
-        if self.enabled:
-            from rich.progress import Progress
-
-            self.bar = Progress(transient=False)
-            self.bar.start()
-        return self.bar
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar:
-            self.bar.stop()

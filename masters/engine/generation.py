@@ -23,6 +23,7 @@ from typing import Any
 from masters.bank.schema import STUDENT, TEACHER, row_id
 from masters.bank.store import ResponseBank
 from masters.engine.faults import kill_point
+from masters.engine.progress import progress_bar
 from masters.engine.identity import derived_seed, provenance, stage_hash
 from masters.engine.plan import required_levels, training_plan
 from masters.ratios import Ratio
@@ -97,7 +98,7 @@ def generate_bank(spec: Any, *, force: bool = False, progress: bool = True,
     )
     report.rows_present = len(bank)
     started = time.perf_counter()
-    with _Progress(progress) as bar:
+    with progress_bar(progress) as bar:
         if gen.n_student_responses:
             _fill(bank, student, STUDENT, "", None, question_ids, gen.n_student_responses, by_id, spec, report, bar,
                   vocab_size)
@@ -200,22 +201,3 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")
     return str(value)
-
-
-class _Progress:
-    def __init__(self, enabled: bool):
-        self.enabled, self.bar = enabled, None
-
-    def __enter__(self) -> Any:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn())
-            self.bar.start()
-        return self.bar
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar:
-            self.bar.stop()
-

@@ -109,7 +109,10 @@ def run_pipeline(spec: Any, *, stages: Sequence[str] | None = None, progress: bo
             result = train(spec, splits=splits, progress=progress)
             summary = {"steps": result.steps, "final_loss": result.last.get("loss/total")}
         else:
-            result = evaluate_model(out / "student", splits["test"], spec.rewards, split="test")
+            from masters.engine.progress import progress_bar
+
+            with progress_bar(progress) as bar:
+                result = evaluate_model(out / "student", splits["test"], spec.rewards, split="test", progress=bar)
             write_result(result, out / "eval" / "student-test.json")
             summary = {"accuracy": result.accuracy}
         log.record(stage, identity, time.perf_counter() - began, summary)

@@ -34,6 +34,7 @@ import torch
 from masters.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from masters.engine.faults import kill_point
 from masters.engine.identity import provenance, stage_hash
+from masters.engine.progress import progress_bar
 from masters.engine.losses import group_advantages, masters_loss
 from masters.engine.plan import PlannedStep, training_plan
 from masters.errors import MastersError
@@ -253,7 +254,7 @@ class Trainer:
         self._truncate_metrics(metrics_path, start)
         total = len(self.plan)
         last_metrics: dict[str, Any] = {}
-        bar = _progress(progress and self.accelerator.is_main_process)
+        bar = progress_bar(progress and self.accelerator.is_main_process)
         with bar as live:
             task = live.add_task("train", total=total, completed=start) if live else None
             for step in self.plan[start:]:
@@ -489,12 +490,3 @@ def _check_teacher_signal(teacher_logits: torch.Tensor, student_logits: torch.Te
     if problem:
         raise MastersError(problem, where="training (first step)",
                            fix="check the teacher checkpoint and its adapter; the masked teacher must produce logits")
-
-
-def _progress(enabled: bool) -> Any:
-    if not enabled:
-        return contextlib.nullcontext()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn())
