@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "masters.cli.components",
     "masters.cli.pipeline",
     "masters.cli.masking",
+    "masters.cli.demo",
     "masters.cli.bank",
 )
 
