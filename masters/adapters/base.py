@@ -205,7 +205,36 @@ class HFVLMAdapter:
             size["longest_edge"] = hi
         return {"size": size}
 
+    # Processed inputs of recently seen samples, kept up to this many bytes per adapter: training
+    # encodes the same question once per response of its group and once per pass, and the
+    # processor (resize, normalise, tokenise) cost more than the tiny models' forward + backward.
+    processed_cache_bytes: ClassVar[int] = 256 * 2**20
+
     def _process_one(self, sample: VQASample) -> dict[str, torch.Tensor]:
+        """The processor's tensors for one sample; cached per sample object (never mutate them)."""
+        import weakref
+        from collections import OrderedDict
+
+        cache = self.__dict__.setdefault("_processed", OrderedDict())
+        hit = cache.get(id(sample))
+        if hit is not None and hit[0]() is sample:  # the weak reference rules out a recycled id()
+            cache.move_to_end(id(sample))
+            return hit[1]
+        out = self._process_uncached(sample)
+        size = sum(v.numel() * v.element_size() for v in out.values())
+        try:
+            ref = weakref.ref(sample)
+        except TypeError:  # a sample type without weak references: not cached
+            return out
+        if size <= self.processed_cache_bytes:
+            cache[id(sample)] = (ref, out, size)
+            total = self.__dict__["_processed_bytes"] = self.__dict__.get("_processed_bytes", 0) + size
+            while total > self.processed_cache_bytes:
+                _, (_, _, dropped) = cache.popitem(last=False)
+                total = self.__dict__["_processed_bytes"] = total - dropped
+        return out
+
+    def _process_uncached(self, sample: VQASample) -> dict[str, torch.Tensor]:
         text = self.prompt_text(sample)
         images = self._images(sample)
         kwargs = dict(text=[text], return_tensors="pt")
