@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -248,11 +246,3 @@ def reset_components() -> None:
     from masters import specs
 
     specs.run_spec_model.cache_clear()
-
-
-def iter_entry_points() -> Iterable[metadata.EntryPoint]:
-    return metadata.entry_points(group=ENTRY_POINT_GROUP)
-
-
-def _module_loaded(name: str) -> bool:
-    return name in sys.modules

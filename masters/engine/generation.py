@@ -167,6 +167,7 @@ def _fill(bank: ResponseBank, adapter: Any, source: str, teacher: str, level: Ra
     todo = [b for b in batches if any(row_id(source, teacher, bp, q, k) not in keys for q in b for k in range(n))]
     task = bar.add_task(f"generate {label}", total=sum(len(b) * n for b in todo)) if bar else None
     params = json.dumps({k: getattr(gen, k) for k in SAMPLING_FIELDS}, sort_keys=True)
+    identity = bank.manifest()["stage_hash"]  # read once, not once per row
     for batch in todo:
         seeds = [derived_seed(gen.seed, source, teacher, bp, q, k) for q in batch for k in range(n)]
         processors = [LimitVocabulary(vocab_size, banned_response_ids(adapter))]
@@ -186,7 +187,7 @@ def _fill(bank: ResponseBank, adapter: Any, source: str, teacher: str, level: Ra
                 "row_id": row_id(source, teacher, bp, q, k), "source": source, "teacher": teacher, "level_bp": bp,
                 "question_id": q, "sample_index": k, "response_text": text, "token_ids": list(ids),
                 "num_tokens": len(ids), "truncated": bool(len(ids) >= gen.max_new_tokens and (not ids or ids[-1] not in eos)),
-                "empty": not text.strip(), "seed": seeds[i], "generation": params, "stage_hash": bank.manifest()["stage_hash"],
+                "empty": not text.strip(), "seed": seeds[i], "generation": params, "stage_hash": identity,
             })
             report.tokens += len(ids)
         written = bank.append(rows)
