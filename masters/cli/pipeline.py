@@ -30,7 +30,7 @@ def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("ablate", help="run a grid of configs that swap components or values by name")
     p.add_argument("config", help="base YAML run config")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="dotted key and values, e.g. training.method=masters,sft (repeatable)")
+                   help="dotted key and values, e.g. training.method=masters,sft (repeatable); keys joined by + move together: training.n_teacher+training.n_student=[8,0],[4,4]")
     p.add_argument("--seeds", help="comma-separated seeds (a grid over `seed`)")
     p.add_argument("--out", help="where the cells and results go (default: output_dir/ablate)")
     p.set_defaults(func=cmd_ablate)

@@ -40,15 +40,33 @@ class Cell:
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
-    """``["training.method=masters,sft", "schedule.r_max=0,0.1"]`` -> {key: [values]} (YAML-typed)."""
+    """``["training.method=masters,sft", "schedule.r_max=0,0.1"]`` -> {key: [values]} (YAML-typed).
+
+    Keys joined by ``+`` move together (one axis, not a product): ``training.n_teacher+training.n_student=
+    [8,0],[4,4],[0,8]`` gives three cells, the paper's response-mix sweep.
+    """
     grid: dict[str, list[Any]] = {}
     for item in items:
         key, sep, values = item.partition("=")
         if not sep or not key.strip() or not values.strip():
             raise MastersError(f"cannot read grid entry {item!r}", where="--grid",
                                fix="write KEY=V1,V2 (e.g. --grid training.method=masters,sft)")
-        grid[key.strip()] = [yaml.safe_load(v) for v in _split_values(values)]
+        key = "+".join(k.strip() for k in key.split("+"))
+        parsed = [yaml.safe_load(v) for v in _split_values(values)]
+        width = len(key.split("+"))
+        if width > 1:
+            bad = [v for v in parsed if not isinstance(v, list) or len(v) != width]
+            if bad:
+                raise MastersError(f"grid entry {key!r} moves {width} keys together but got {bad[0]!r}",
+                                   where="--grid", fix=f"give each value as a list of {width}, e.g. {key}=[8,0],[4,4]")
+        grid[key] = parsed
     return grid
+
+
+def _expand(key: str, value: Any) -> dict[str, Any]:
+    """One grid axis value -> the dotted keys it sets (a ``+`` key sets several together)."""
+    keys = key.split("+")
+    return dict(zip(keys, value)) if len(keys) > 1 else {key: value}
 
 
 def _split_values(text: str) -> list[str]:
@@ -85,7 +103,7 @@ def build_cells(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], out:
     keys = list(grid)
     cells, problems = [], []
     for values in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
-        overrides = dict(zip(keys, values))
+        overrides = {k: v for axis, value in zip(keys, values) for k, v in _expand(axis, value).items()}
         config = copy.deepcopy(dict(base))
         for k, v in overrides.items():
             set_dotted(config, k, v)

@@ -30,6 +30,18 @@ def test_grid_values_are_yaml_typed_and_brackets_keep_commas():
         parse_grid(["training.method"])
 
 
+def test_keys_joined_by_plus_move_together(tiny_pair, tmp_path):
+    grid = parse_grid(["training.n_teacher + training.n_student=[1,0],[0,1]", "seed=0,1"])
+    assert grid == {"training.n_teacher+training.n_student": [[1, 0], [0, 1]], "seed": [0, 1]}
+    cells = build_cells(base_config(tiny_pair), grid, tmp_path)
+    assert len(cells) == 4  # two mixes x two seeds, not 2 x 2 x 2
+    mixes = {(c.spec.training.n_teacher, c.spec.training.n_student) for c in cells}
+    assert mixes == {(1, 0), (0, 1)}
+    assert cells[0].overrides == {"training.n_teacher": 1, "training.n_student": 0, "seed": 0}
+    with pytest.raises(MastersError, match=r"list of 2"):
+        parse_grid(["training.n_teacher+training.n_student=4,4"])
+
+
 def test_set_dotted_expands_a_name_shorthand():
     config = {"masker": "magnitude"}
     set_dotted(config, "masker.memory", "on_the_fly")
