@@ -10,7 +10,10 @@ Qwen2.5-VL teacher built from a config, and samples its own RSS with psutil in a
   that a level switch is compared with (target: a switch within 2x of it).
 * ``prune``: ``torch.nn.utils.prune.l1_unstructured`` (a full copy plus a bool mask per tensor);
   its "switch" recomputes ``weight = weight_orig * mask``.
-* ``stored`` / ``on_the_fly``: :class:`masters.masking.MaskedTeacher` in each memory mode.
+* ``stored`` / ``indexed`` / ``on_the_fly``: :class:`masters.masking.MaskedTeacher` in each memory mode.
+
+Switch times: the median over the whole sequence in ``SWITCHES`` (full jumps such as 0 -> 0.2
+included), and the median of the four staircase steps (0.2 -> 0.15 -> ... -> 0) alone.
 
 Results go to ``benchmarks/results/masking.json`` and ``.md`` (or ``masking-<model>.*``).
 """
@@ -33,7 +36,8 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 LEVELS = ("0.2", "0.15", "0.1", "0.05", "0")
 SWITCHES = ("0.2", "0.15", "0.1", "0.05", "0", "0.2", "0.05", "0.15", "0")  # down, then up and down again
-CONTENDERS = ("copy", "prune", "stored", "on_the_fly")
+CONTENDERS = ("copy", "prune", "stored", "indexed", "on_the_fly")
+STAIRCASE_STEPS = slice(1, 5)  # SWITCHES[1:5]: 0.2 -> 0.15 -> 0.1 -> 0.05 -> 0, what a staircase schedule does
 
 MODELS = {
     # ~121M maskable weights: big enough to be memory-bound, small enough for a CPU benchmark.
@@ -177,7 +181,7 @@ def worker(contender: str, dtype: str, model_name: str, forward: bool) -> dict:
     torch.manual_seed(0)
     model, config = build_model(model_name, dtype)
     fix_rotary(model)
-    spec = MagnitudeMaskerSpec(memory="on_the_fly" if contender == "on_the_fly" else "stored")
+    spec = MagnitudeMaskerSpec(memory=contender if contender in ("stored", "indexed", "on_the_fly") else "stored")
     scope = select_scope(find_maskable(model), spec)
     tensors = [t for _, t in scope.values()]
     n = sum(t.numel() for t in tensors)
@@ -233,7 +237,7 @@ def worker(contender: str, dtype: str, model_name: str, forward: bool) -> dict:
         out["peak_rank_rss"] = sampler.mark() - base
         out["extra_rss"] = sampler.settled() - base
         out["extra_bytes_accounted"] = teacher.extra_bytes()
-        out["bound_bytes"] = int(0.2 * n * bytes_per + n / 8)
+        out["bound_bytes"] = int(0.2 * n * (bytes_per + 4)) if contender == "indexed" else int(0.2 * n * bytes_per + n / 8)
         switches = []
         for level in SWITCHES:
             start = time.perf_counter()
@@ -242,6 +246,7 @@ def worker(contender: str, dtype: str, model_name: str, forward: bool) -> dict:
         out["switches"] = switches
         out["switch_s"] = statistics.median(s["s"] for s in switches)
         out["switch_max_s"] = max(s["s"] for s in switches)
+        out["step_switch_s"] = statistics.median(s["s"] for s in switches[STAIRCASE_STEPS])
         out["peak_switch_rss"] = sampler.mark() - base
         rep = teacher.report("0.2")
         out["realised_ratio_at_0.2"] = rep.ratio
@@ -286,6 +291,8 @@ def summarise(results: list[dict]) -> list[dict]:
                 "switch_median_s": round(r["switch_s"], 4),
                 "copy_floor_s": round(copy_s, 4) if copy_s else None,
                 "switch_over_copy": round(r["switch_s"] / copy_s, 2) if copy_s else None,
+                "step_switch_s": round(r["step_switch_s"], 4) if "step_switch_s" in r else None,
+                "step_over_copy": round(r["step_switch_s"] / copy_s, 2) if copy_s and "step_switch_s" in r else None,
                 "extra_bytes_per_param": round(r["extra_rss"] / n, 3),
                 "bound_bytes_per_param": round(r["bound_bytes"] / n, 3) if "bound_bytes" in r else None,
                 "accounted_bytes_per_param": round(r["extra_bytes_accounted"] / n, 3) if "extra_bytes_accounted" in r else None,
@@ -326,7 +333,8 @@ def print_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="masking: ratios against baselines measured in the same run")
-    cols = ["dtype", "contender", "rank_s_per_100M", "switch_median_s", "switch_over_copy", "extra_bytes_per_param",
+    cols = ["dtype", "contender", "rank_s_per_100M", "switch_median_s", "switch_over_copy", "step_over_copy",
+            "extra_bytes_per_param",
             "bound_bytes_per_param", "forward_over_materialised"]
     for c in cols:
         table.add_column(c)

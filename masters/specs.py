@@ -65,11 +65,13 @@ class MaskerSpec(ComponentSpec):
     exclude: tuple[str, ...] = Field(
         (), description="fnmatch patterns of parameter names never masked (applied after include)."
     )
-    memory: Literal["stored", "on_the_fly"] = Field(
+    memory: Literal["stored", "indexed", "on_the_fly"] = Field(
         "stored",
         description="stored: zero weights in place, keep the masked values and a bit mask to restore "
-        "(about r_max x bytes/weight + 1/8 byte/param); on_the_fly: never modify weights, apply the "
-        "mask in each forward (no copy, slower forward).",
+        "(about r_max x bytes/weight + 1/8 byte/param); indexed: keep the masked values and their int32 "
+        "positions ordered by level (r_max x (bytes/weight + 4)), so a level switch rewrites only the "
+        "weights that change; on_the_fly: never modify weights, apply the mask in each forward (no copy, "
+        "slower forward).",
     )
 
 

@@ -49,3 +49,27 @@ def positions(packed: torch.Tensor, n: int) -> torch.Tensor:
         bits = np.unpackbits(packed.numpy(), count=n, bitorder="little").view(np.bool_)  # bool: 10x faster nonzero
         return torch.from_numpy(np.flatnonzero(bits))
     return unpack(packed, n).nonzero().view(-1)
+
+
+_SAME_WIDTH = {1: np.uint8, 2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def as_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A numpy view of a contiguous CPU tensor's bits (bf16/fp16/fp32 -> same-width integers)."""
+    width = tensor.element_size()
+    tensor = tensor.contiguous()
+    return tensor.view(torch.uint8).numpy().view(_SAME_WIDTH[width]) if tensor.dtype.is_floating_point \
+        else tensor.numpy()
+
+
+def zero_where(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A copy of ``values`` with +0.0 where ``mask`` is True.
+
+    On CPU the bits are multiplied by ``~mask``: branch-free, about 10x faster than ``masked_fill``
+    on the unpredictable masks magnitude gives, and exactly +0.0 (all-zero bits) where masked.
+    """
+    if values.device.type != "cpu":
+        return values.masked_fill(mask.to(values.device), 0)
+    raw = as_numpy(values)
+    return torch.from_numpy(raw * ~mask.numpy()).view(values.dtype) if values.dtype.is_floating_point \
+        else torch.from_numpy(raw * ~mask.numpy())

@@ -1,4 +1,4 @@
-"""Every registered masker: exact restore, nesting and ratio accuracy per unit, in both memory modes."""
+"""Every registered masker: exact restore, nesting and ratio accuracy per unit, in every memory mode."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def effective_masks(teacher, tensors):
     return {n: teacher.effective_weight(n) == 0 for n in tensors}
 
 
-@pytest.mark.parametrize("memory", ["stored", "on_the_fly"])
+@pytest.mark.parametrize("memory", ["stored", "indexed", "on_the_fly"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("name", MASKERS)
 def test_masks_nest_restore_exactly_and_realise_the_ratio_per_unit(name, dtype, memory):
@@ -84,11 +84,12 @@ def test_masks_nest_restore_exactly_and_realise_the_ratio_per_unit(name, dtype, 
         assert torch.equal(v, original[k]), k
 
 
+@pytest.mark.parametrize("memory", ["stored", "indexed"])
 @pytest.mark.parametrize("name", MASKERS)
-def test_up_and_down_then_restore_is_bit_identical(name):
+def test_up_and_down_then_restore_is_bit_identical(name, memory):
     model = tiny_mlp(torch.bfloat16)
     original = {k: v.clone() for k, v in model.state_dict().items()}
-    teacher, tensors = build(name, model, "stored")
+    teacher, tensors = build(name, model, memory)
     seen = {}
     for level in [*teacher.levels, *reversed(teacher.levels), teacher.levels[1], teacher.levels[0], teacher.levels[-2]]:
         teacher.set_level(level)
@@ -101,20 +102,24 @@ def test_up_and_down_then_restore_is_bit_identical(name):
         assert torch.equal(v, original[k]) and v.view(torch.int16).equal(original[k].view(torch.int16))
 
 
+@pytest.mark.parametrize("other", ["indexed", "on_the_fly"])
 @pytest.mark.parametrize("name", MASKERS)
-def test_memory_modes_give_the_same_masks(name):
-    stored_model, fly_model = tiny_mlp(), tiny_mlp()
+def test_memory_modes_give_the_same_masks(name, other):
+    stored_model, other_model = tiny_mlp(), tiny_mlp()
     stored, tensors = build(name, stored_model, "stored")
-    fly, _ = build(name, fly_model, "on_the_fly")
+    alt, _ = build(name, other_model, other)
     x = torch.randn(3, 64)
-    for level in stored.levels:
+    # every pair of levels in both directions, not only the staircase down
+    path = [*stored.levels, *reversed(stored.levels), stored.levels[0], stored.levels[-1], stored.levels[1]]
+    for level in path:
         stored.set_level(level)
-        fly.set_level(level)
+        alt.set_level(level)
         for n in tensors:
-            assert torch.equal(stored.effective_weight(n), fly.effective_weight(n))
+            assert torch.equal(stored.effective_weight(n), alt.effective_weight(n))
         with torch.no_grad():
-            assert torch.equal(stored_model(x), fly_model(x))  # the hooks really mask the forward
-    assert all(torch.equal(a, b) for a, b in zip(stored_model.state_dict().values(), fly_model.state_dict().values()))
+            assert torch.equal(stored_model(x), other_model(x))  # the hooks really mask the forward
+    stored.restore(), alt.restore()
+    assert all(torch.equal(a, b) for a, b in zip(stored_model.state_dict().values(), other_model.state_dict().values()))
 
 
 def test_ties_are_broken_by_flat_index():
@@ -193,3 +198,16 @@ def test_stored_mode_keeps_r_max_values_plus_an_eighth_byte_per_weight():
     fly = MaskedTeacher({"w": model.weight}, validate_component("masker", "magnitude").build(),
                         ["0.2", "0.15"], memory="on_the_fly", model=model)
     assert fly.extra_bytes() < 64
+
+
+def test_indexed_mode_keeps_values_and_int32_positions_and_switches_touch_only_the_change():
+    model = torch.nn.Linear(512, 512, bias=False)
+    spec = validate_component("masker", {"name": "magnitude", "memory": "indexed"})
+    teacher = MaskedTeacher({"w": model.weight}, spec.build(), ["0.2", "0.15", "0.1", "0.05"], memory="indexed")
+    n = model.weight.numel()
+    assert teacher.extra_bytes() == Ratio(2000).count(n) * (4 + 4) + 4 * (4 + 4)  # values + int32 positions
+    teacher.set_level("0.15")
+    before = model.weight.detach().clone()
+    teacher.set_level("0.1")  # restores exactly the band between 0.15 and 0.1: 5% of the weights
+    changed = int((model.weight.detach() != before).sum())
+    assert changed == Ratio(1500).count(n) - Ratio(1000).count(n)
