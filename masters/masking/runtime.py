@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from masters.errors import MastersError
@@ -244,7 +245,10 @@ class MaskedTeacher:
         for level in self._nonzero_levels()[1:]:
             depth += self._level_mask(entry, scores, level)
         del scores
-        order = torch.argsort(depth, dim=1, descending=True, stable=True)
+        if depth.device.type == "cpu":  # numpy's stable argsort of int8 is a radix sort: 5x torch's here
+            order = torch.from_numpy(np.argsort(np.negative(depth.numpy()), axis=1, kind="stable"))
+        else:
+            order = torch.argsort(depth, dim=1, descending=True, stable=True)
         index_dtype = torch.int32 if entry.numel < 2**31 else torch.int64  # half the bytes of int64
         entry.order = where.view(view.shape).gather(1, order).reshape(-1).to(index_dtype)
         entry.values = view.gather(1, order).reshape(-1)
