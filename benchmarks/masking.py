@@ -1,7 +1,9 @@
 """Masking benchmark: ranking, level switches, extra memory and forward cost of the masked teacher.
 
     flock /tmp/masters-bench.lock python benchmarks/masking.py            # ~120M maskable, fp32 + bf16
-    python benchmarks/masking.py --model qwen2.5-vl-7b --dtypes bf16 --contenders on_the_fly,stored
+    python benchmarks/masking.py --model qwen2.5-vl-7b --dtypes bf16 --contenders on_the_fly --no-forward
+    python benchmarks/masking.py --model qwen2.5-vl-7b --dtypes bf16 --contenders copy,stored --no-forward \
+        --copy-reuse --tag stored    # the stored mode needs ~21 GB: run it alone
 
 Each contender runs in its own subprocess (design decision 15) on the same randomly initialised
 Qwen2.5-VL teacher built from a config, and samples its own RSS with psutil in a thread:
@@ -194,7 +196,14 @@ def worker(contender: str, dtype: str, model_name: str, forward: bool) -> dict:
                  "tensors": len(tensors), "baseline_rss": base, "threads": torch.get_num_threads()}
 
     if contender == "copy":
-        buffers = [torch.empty_like(t) for t in tensors]
+        if os.environ.get("MASTERS_BENCH_COPY_REUSE"):
+            # A 7B teacher has no room for a second copy of itself: one buffer per distinct shape, reused.
+            # Each copy still streams the whole source tensor from memory, so it remains the traffic floor.
+            by_shape: dict = {}
+            buffers = [by_shape.setdefault((t.shape, t.dtype), torch.empty_like(t)) for t in tensors]
+            out["copy_buffers"] = "one per distinct shape (reused)"
+        else:
+            buffers = [torch.empty_like(t) for t in tensors]
         for b in buffers:
             b.zero_()  # fault the pages in: the floor is the copy, not the first touch
         times = []
@@ -304,13 +313,14 @@ def summarise(results: list[dict]) -> list[dict]:
     return rows
 
 
-def write_results(results: list[dict], rows: list[dict], model: str, wall: float) -> Path:
+def write_results(results: list[dict], rows: list[dict], model: str, wall: float, tag: str = "") -> Path:
     import torch
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "masking" if model == "qwen2.5-vl-120m" else f"masking-{model}"
     if os.environ.get("OMP_NUM_THREADS"):
         stem += f"-threads{os.environ['OMP_NUM_THREADS']}"
+    stem += f"-{tag}" if tag else ""
     meta = {"model": model, "machine": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
             "levels": list(LEVELS), "switch_sequence": list(SWITCHES), "wall_s": round(wall, 1),
             "date": time.strftime("%Y-%m-%d %H:%M")}
@@ -353,10 +363,15 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads per worker (0: torch's default). On a shared, oversubscribed machine "
                              "OpenMP barriers make 2 threads far slower than 1.")
+    parser.add_argument("--copy-reuse", action="store_true",
+                        help="copy floor into one reused buffer per tensor shape (for teachers with no room for a copy)")
+    parser.add_argument("--tag", default="", help="suffix of the results file name (keep earlier runs)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the workers
+    if args.copy_reuse:
+        os.environ["MASTERS_BENCH_COPY_REUSE"] = "1"
     if args.worker:
         print(json.dumps(worker(args.worker, args.dtypes, args.model, not args.no_forward)))
         return 0
@@ -370,7 +385,7 @@ def main(argv=None) -> int:
                 print(results[-1]["error"][-800:], file=sys.stderr)
     rows = summarise(results)
     print_table(rows)
-    path = write_results(results, rows, args.model, time.perf_counter() - start)
+    path = write_results(results, rows, args.model, time.perf_counter() - start, args.tag)
     print(f"results: {path} and {path.with_suffix('.json')}")
     return 0
 
