@@ -17,7 +17,10 @@ runs' own 300-question test split is their first 300):
 2. ``rmax``: Masters with r_max in {0, 0.1, ..., 0.5} (the paper's Table 5a) x seeds;
 3. ``mix``: Masters with n_teacher + n_student in {8+0, 6+2, 4+4, 2+6, 0+8} (Table 5c) x seeds;
 4. ``lr``: the four engine methods again at learning rates 5e-5 and 5e-4, so that no method's rank
-   rests on the one shared learning rate (2e-4, chosen for the demo).
+   rests on the one shared learning rate (2e-4, chosen for the demo);
+5. ``objective``: Masters with its terms taken out one at a time (the distillation reward, the KL
+   to the initial student), next to mask-progressive KD (no policy term at all): which term moves
+   the result.
 
 Seeds vary the distillation run's data order, group draws and sampling (decision 10); the teacher,
 the base student and the bank are shared (the paper's pretrained checkpoints, and decision 10's
@@ -47,6 +50,7 @@ RMAX_SWEEP = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
 MIX_SWEEP = [[8, 0], [6, 2], [4, 4], [2, 6], [0, 8]]
 METHODS = ["sft", "naive_kd", "progressive_kd", "masters"]
 LR_CHECK = [5e-5, 5e-4]  # around the shared 2e-4: is a method's rank an artefact of one learning rate?
+OBJECTIVE = {"training.method": ["masters", "masters_no_distill_reward"], "training.beta": [0.0, 0.1]}
 LABELS = {"base": "base student", "sft": "SFT", "naive_kd": "naive KD", "gold": "TRL GOLD (off-policy JSD)",
           "progressive_kd": "mask-progressive KD", "masters": "Masters"}
 
@@ -334,6 +338,21 @@ def lr_table(main_rows: list[dict], lr_rows: list[dict], shared_lr: float) -> di
     return {m: {f"{lr:g}": mean_std(v) for lr, v in sorted(by.items())} for m, by in table.items()} if lr_rows else {}
 
 
+def objective_table(main_rows: list[dict], objective_rows: list[dict]) -> dict:
+    """Label -> mean/std over seeds: Masters with its terms removed, then KD with no policy term."""
+    if not objective_rows:
+        return {}
+    table: dict = {}
+    for row in objective_rows:
+        reward = "accuracy + distillation" if row["training.method"] == "masters" else "accuracy only"
+        label = f"policy (reward: {reward}) + JSD loss" + (f" + KL (beta {row['training.beta']:g})"
+                                                          if row["training.beta"] else " (no KL)")
+        table.setdefault(label, []).append(row["accuracy"])
+    table["JSD loss only (mask-progressive KD)"] = [r["accuracy"] for r in main_rows
+                                                   if r["training.method"] == "progressive_kd"]
+    return {k: mean_std(v) for k, v in table.items()}
+
+
 def mean_std(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "n": len(values), "values": values}
@@ -407,6 +426,11 @@ def render_md(report: dict) -> str:
         for method, by in report["lr"].items():
             cells = [f"{by[r]['mean']:.3f} ± {by[r]['std']:.3f}" if r in by else "" for r in rates]
             lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
+    if report.get("objective"):
+        lines += ["", "## Objective ablation (r_max 0.2, 4 + 4, lr 2e-4): Masters with terms removed", "",
+                  "| objective | accuracy | seeds |", "|---|---|---|"]
+        for label, row in report["objective"].items():
+            lines.append(f"| {label} | {row['mean']:.3f} ± {row['std']:.3f} | {row['n']} |")
     lines += ["", "## Reading", ""] + [f"- {x}" for x in report["notes"]]
     lines += ["", "![quality](quality.png)", ""]
     return "\n".join(lines)
@@ -473,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trl-python", default="/tmp/trl-venv/bin/python")
     p.add_argument("--skip-gold", action="store_true")
     p.add_argument("--skip-lr", action="store_true", help="skip the learning-rate check")
+    p.add_argument("--skip-objective", action="store_true", help="skip the objective ablation")
     p.add_argument("--n-eval", type=int, default=1000, help="test questions every model is scored on in the "
                    "report (the runs' own 300 are its first 300)")
     p.add_argument("--results", default=str(RESULTS))
@@ -505,11 +530,13 @@ def main(argv: list[str] | None = None) -> int:
     mix_rows = run_study_grid("mix", base, {"training.n_teacher+training.n_student": MIX_SWEEP, "seed": args.seeds}, out)
     lr_rows = [] if args.skip_lr else run_study_grid(
         "lr", base, {"training.method": METHODS, "training.learning_rate": LR_CHECK, "seed": args.seeds}, out)
+    objective_rows = [] if args.skip_objective else run_study_grid(
+        "objective", base, {**OBJECTIVE, "seed": args.seeds}, out)
     print(f"[evaluate] every student on {args.n_eval} test questions", flush=True)
     from masters.specs import validate_run_spec
 
     rewards = validate_run_spec(base).rewards
-    for rows in (main_rows, rmax_rows, mix_rows, lr_rows):
+    for rows in (main_rows, rmax_rows, mix_rows, lr_rows, objective_rows):
         evaluate_students(rows, out, prepared["eval"], rewards, spec.distill.max_new_tokens)
 
     by_method = group_by(main_rows, "training.method")
@@ -529,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
         "rmax": group_by(rmax_rows, "schedule.r_max"),
         "mix": {k: mean_std(v) for k, v in mix.items()},
         "lr": lr_table(main_rows, lr_rows, base["training"]["learning_rate"]),
-        "cells": {"main": main_rows, "rmax": rmax_rows, "mix": mix_rows, "lr": lr_rows},
+        "objective": objective_table(main_rows, objective_rows),
+        "cells": {"main": main_rows, "rmax": rmax_rows, "mix": mix_rows, "lr": lr_rows, "objective": objective_rows},
         "seconds": time.perf_counter() - began,
     }
     report["notes"] = notes(report)
@@ -586,7 +614,7 @@ def notes(report: dict) -> list[str]:
     repeats = [v for v in by_identity.values() if len(v) > 1]
     if repeats:
         same = sum(len(set(v)) == 1 for v in repeats)
-        out.append(f"Reproducibility: {len(repeats)} configurations ran in two or three grids (Masters at r_max 0.2, "
+        out.append(f"Reproducibility: {len(repeats)} configurations ran in more than one grid (e.g. Masters at r_max 0.2, "
                    f"4 + 4); {same} of {len(repeats)} gave identical accuracy in every run (separate processes "
                    "and directories, same seed).")
     if report.get("lr"):
@@ -594,6 +622,14 @@ def notes(report: dict) -> list[str]:
         ranked = sorted(best.items(), key=lambda kv: -kv[1][1]["mean"])
         out.append("Each method at its best learning rate: " + ", ".join(
             f"{LABELS[m]} {row['mean']:.3f} (lr {lr})" for m, (lr, row) in ranked) + ".")
+    objective = report.get("objective") or {}
+    if objective:
+        full = next(k for k in objective if "distillation" in k and "KL" in k and "no KL" not in k)
+        for label, row in objective.items():
+            if label != full:
+                gap, se = difference(row, objective[full])
+                out.append(f"Objective: {label} - full Masters = {gap:+.3f} (standard error {se:.3f}: "
+                           f"{'a real difference' if abs(gap) > 2 * se else 'within noise'}).")
     rmax = report["rmax"]
     best_r = max(rmax, key=lambda k: rmax[k]["mean"])
     out.append(f"r_max sweep: best r_max {float(best_r):.1f} ({rmax[best_r]['mean']:.3f}); r_max 0 (no masking) "

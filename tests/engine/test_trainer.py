@@ -93,6 +93,49 @@ def test_every_baseline_runs_in_the_same_engine(tiny_pair, scored_bank, tmp_path
         assert "reward/jsd_distill/raw" not in rows[0]
 
 
+def test_the_policy_term_moves_probability_towards_rewarded_responses(tiny_pair, scored_bank, tmp_path, monkeypatch):
+    """End to end through bank, groups, rewards and loss: a sign or alignment slip would fail here.
+
+    Rewards are set by hand (even sample index: 1, odd: 0) and only the policy term trains, so
+    the rewarded responses must gain log-probability relative to the others.
+    """
+    from masters.adapters.resolve import resolve_adapter
+    from masters.engine import trainer
+
+    original = trainer.Trainer._bank_index
+    rewarded: dict[str, bool] = {}
+
+    def hand_rewards(self):
+        index = original(self)
+        for rows in index._rows.values():
+            for row in rows:
+                rewarded[row["row_id"]] = row["sample_index"] % 2 == 0
+        index.accuracy = {key: {rid: float(ok) for rid, ok in rewarded.items()} for key in index.accuracy}
+        return index
+
+    monkeypatch.setattr(trainer.Trainer, "_bank_index", hand_rewards)
+    spec = prepared(tiny_pair, scored_bank, tmp_path / "run", rewards=["exact_match"],
+                    training={"method": "masters_no_distill_reward", "beta": 0.0, "distill_loss_weight": 0.0})
+    result = train(spec, progress=False)
+    assert all(r["groups/equal_rewards"] == 0 for r in metrics(tmp_path / "run"))  # every group has signal
+
+    levels = {r["level"] for r in metrics(tmp_path / "run")}
+    rows = [r for r in ResponseBank(bank_dir(spec)).table(["row_id", "level_bp", "question_id", "token_ids"]).to_pylist()
+            if r["level_bp"] is None or r["level_bp"] / 10_000 in levels]
+    samples = {s.id: s for s in load_splits(spec.data)["train"]}
+
+    def gap(path) -> float:
+        model = resolve_adapter(path)
+        with torch.no_grad():
+            forced = model.teacher_force([samples[r["question_id"]] for r in rows], [r["token_ids"] for r in rows])
+        mean = (forced.logprobs * forced.mask).sum(1) / forced.mask.sum(1)
+        good = torch.tensor([rewarded[r["row_id"]] for r in rows])
+        return float(mean[good].mean() - mean[~good].mean())
+
+    before, after = gap(tiny_pair[1]), gap(result.student_dir)
+    assert after > before + 0.05, (before, after)
+
+
 def test_killed_training_resumes_bit_identical(tiny_pair, scored_bank, tmp_path):
     whole = tmp_path / "whole"
     train(prepared(tiny_pair, scored_bank, whole), progress=False)
