@@ -24,6 +24,7 @@ the fastest switches with more memory. See ``benchmarks/results/masking.md``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -413,6 +414,8 @@ def _scatter(flat: torch.Tensor, where: torch.Tensor, values: torch.Tensor | Non
 
     On CPU numpy's fancy assignment is about twice as fast as ``index_copy_`` (measured on 3M
     indices); bf16 and other dtypes numpy lacks are written through a same-width integer view.
+    Large scatters are split across torch's intra-op threads: numpy releases the GIL while it
+    assigns, and the positions are distinct, so the pieces never write the same element.
     """
     if flat.device.type != "cpu":
         where = where.to(flat.device, torch.int64)
@@ -423,10 +426,36 @@ def _scatter(flat: torch.Tensor, where: torch.Tensor, values: torch.Tensor | Non
         return
     target = bits.as_numpy(flat)
     index = where.numpy()
-    if values is None:
+    source = None if values is None else bits.as_numpy(values)
+    pieces = min(torch.get_num_threads(), index.size // PARALLEL_SCATTER_MIN)
+    if pieces <= 1:
+        _assign(target, index, source)
+        return
+    bounds = np.linspace(0, index.size, pieces + 1).astype(np.int64)
+    pool = _scatter_pool(pieces)
+    futures = [pool.submit(_assign, target, index[a:b], None if source is None else source[a:b])
+               for a, b in zip(bounds[:-1], bounds[1:])]
+    for future in futures:
+        future.result()
+
+
+PARALLEL_SCATTER_MIN = 1 << 18  # below this a scatter is faster on one thread than split
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _scatter_pool(workers: int) -> ThreadPoolExecutor:
+    if not _POOL or _POOL[0]._max_workers < workers:
+        if _POOL:
+            _POOL.pop().shutdown(wait=True)
+        _POOL.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="masters-scatter"))
+    return _POOL[0]
+
+
+def _assign(target: np.ndarray, index: np.ndarray, source: np.ndarray | None) -> None:
+    if source is None:
         target[index] = 0  # +0.0 is all-zero bits in every float format
     else:
-        target[index] = bits.as_numpy(values)
+        target[index] = source
 
 
 def _as_ratio(value: Any, *, where: str) -> Ratio:

@@ -211,3 +211,30 @@ def test_indexed_mode_keeps_values_and_int32_positions_and_switches_touch_only_t
     teacher.set_level("0.1")  # restores exactly the band between 0.15 and 0.1: 5% of the weights
     changed = int((model.weight.detach() != before).sum())
     assert changed == Ratio(1500).count(n) - Ratio(1000).count(n)
+
+
+@pytest.mark.parametrize("memory", ["stored", "indexed"])
+def test_scatters_split_across_threads_write_the_same_bits(monkeypatch, memory):
+    from masters.masking import runtime
+
+    def walk(model):
+        teacher, tensors = build("magnitude", model, memory)
+        snaps = []
+        for level in [*teacher.levels, *reversed(teacher.levels), teacher.levels[1], teacher.levels[-1]]:
+            teacher.set_level(level)
+            snaps.append([t.detach().clone() for _, t in tensors.values()])
+        return snaps
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(runtime, "PARALLEL_SCATTER_MIN", 16)  # split even these tiny scatters
+    torch.set_num_threads(3)
+    try:
+        split = walk(tiny_mlp(torch.bfloat16))
+    finally:
+        torch.set_num_threads(threads)
+    assert runtime._POOL and runtime._POOL[0]._max_workers >= 2  # the split path really ran
+    monkeypatch.setattr(runtime, "PARALLEL_SCATTER_MIN", 1 << 40)
+    whole = walk(tiny_mlp(torch.bfloat16))
+    assert all(a.view(torch.int16).equal(b.view(torch.int16)) for x, y in zip(split, whole) for a, b in zip(x, y))
+    original = [m.weight for m in tiny_mlp(torch.bfloat16) if isinstance(m, torch.nn.Linear)]
+    assert all(a.view(torch.int16).equal(b.view(torch.int16)) for a, b in zip(split[-1], original, strict=True))
