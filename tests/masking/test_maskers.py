@@ -238,3 +238,16 @@ def test_scatters_split_across_threads_write_the_same_bits(monkeypatch, memory):
     assert all(a.view(torch.int16).equal(b.view(torch.int16)) for x, y in zip(split, whole) for a, b in zip(x, y))
     original = [m.weight for m in tiny_mlp(torch.bfloat16) if isinstance(m, torch.nn.Linear)]
     assert all(a.view(torch.int16).equal(b.view(torch.int16)) for a, b in zip(split[-1], original, strict=True))
+
+
+@pytest.mark.parametrize("units", [1, 7])
+def test_keep_first_ties_matches_a_running_count(units):
+    from masters.masking.selection import keep_first_ties
+
+    g = torch.Generator().manual_seed(units)
+    tied = torch.rand(units, 301, generator=g) < 0.3
+    t = torch.randint(0, 120, (units,), generator=g, dtype=torch.int32)
+    t[0] = 0  # a row that keeps no tie, and (with 7 rows) some that keep all of theirs
+    expected = tied & (tied.cumsum(dim=1) <= t.unsqueeze(1))
+    keep_first_ties(tied, t)
+    assert torch.equal(tied, expected)
