@@ -313,6 +313,34 @@ def summarise(results: list[dict]) -> list[dict]:
     return rows
 
 
+def target_checks(rows: list[dict]) -> list[tuple[str, str, str, str, bool | None]]:
+    """(dtype, mode, target, measured, met) for each of the issue's targets that a row measures."""
+    checks = []
+    for row in rows:
+        d, mode = row["dtype"], row["contender"]
+        if mode == "prune":
+            continue
+        checks.append((d, mode, "all levels ranked in <= 3 s per 100M weights", f"{row['rank_s_per_100M']} s",
+                       row["rank_s_per_100M"] <= 3))
+        if mode in ("stored", "indexed") and row.get("switch_over_copy") is not None:
+            checks.append((d, mode, "a level switch <= 2x the copy floor (median of the sequence)",
+                           f"{row['switch_over_copy']}x", row["switch_over_copy"] <= 2))
+            checks.append((d, mode, "a staircase step <= 2x the copy floor", f"{row['step_over_copy']}x",
+                           row["step_over_copy"] <= 2))
+        if mode in ("stored", "indexed") and row.get("bound_bytes_per_param") is not None:
+            bound = row["bound_bytes_per_param"]
+            checks.append((d, mode, f"extra memory about the mode's bound ({bound} B/weight; RSS within 10%)",
+                           f"{row['extra_bytes_per_param']} B/weight RSS, {row['accounted_bytes_per_param']} held",
+                           row["extra_bytes_per_param"] <= 1.1 * bound))
+        if mode == "on_the_fly":
+            checks.append((d, mode, "extra memory near zero (< 0.1 B/weight)", f"{row['extra_bytes_per_param']} B/weight",
+                           row["extra_bytes_per_param"] < 0.1))
+            if row.get("forward_over_materialised") is not None:
+                checks.append((d, mode, "forward time against the materialised mask (reported, no target)",
+                               f"{row['forward_over_materialised']}x", None))
+    return checks
+
+
 def write_results(results: list[dict], rows: list[dict], model: str, wall: float, tag: str = "") -> Path:
     import torch
 
@@ -331,6 +359,11 @@ def write_results(results: list[dict], rows: list[dict], model: str, wall: float
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
         lines.append("| " + " | ".join("" if row.get(c) is None else str(row.get(c)) for c in cols) + " |")
+    threads = sorted({r["threads"] for r in results if "threads" in r})
+    lines += ["", f"Torch threads per contender: {', '.join(map(str, threads)) or 'unknown'}. Switch sequence "
+              f"{' -> '.join(SWITCHES)}; `step_*` is its staircase part ({' -> '.join(SWITCHES[STAIRCASE_STEPS.start - 1:STAIRCASE_STEPS.stop])}).",
+              "", "## Targets (issue 3)", "", "| dtype | mode | target | measured | met |", "|---|---|---|---|---|"]
+    lines += [f"| {d} | {m} | {t} | {v} | {'n/a' if ok is None else 'yes' if ok else 'no'} |" for d, m, t, v, ok in target_checks(rows)]
     errors = [r for r in results if "error" in r]
     for r in errors:
         lines += ["", f"**{r['contender']} {r['dtype']} failed:**", "```", r["error"][-1500:], "```"]
