@@ -20,7 +20,9 @@ runs' own 300-question test split is their first 300):
    rests on the one shared learning rate (2e-4, chosen for the demo);
 5. ``objective``: Masters with its terms taken out one at a time (the distillation reward, the KL
    to the initial student), next to mask-progressive KD (no policy term at all): which term moves
-   the result.
+   the result;
+6. ``policy``: the policy term alone (accuracy reward, no KL, no JSD loss: offline GRPO over the
+   bank) with 8 + 0, 4 + 4 and 0 + 8 responses: does it help on its own, and with whose responses?
 
 Seeds vary the distillation run's data order, group draws and sampling (decision 10); the teacher,
 the base student and the bank are shared (the paper's pretrained checkpoints, and decision 10's
@@ -51,6 +53,8 @@ MIX_SWEEP = [[8, 0], [6, 2], [4, 4], [2, 6], [0, 8]]
 METHODS = ["sft", "naive_kd", "progressive_kd", "masters"]
 LR_CHECK = [5e-5, 5e-4]  # around the shared 2e-4: is a method's rank an artefact of one learning rate?
 OBJECTIVE = {"training.method": ["masters", "masters_no_distill_reward"], "training.beta": [0.0, 0.1]}
+POLICY_ONLY = {"training.method": ["masters_no_distill_reward"], "training.beta": [0.0],
+               "training.distill_loss_weight": [0.0], "training.n_teacher+training.n_student": [[8, 0], [4, 4], [0, 8]]}
 LABELS = {"base": "base student", "sft": "SFT", "naive_kd": "naive KD", "gold": "TRL GOLD (off-policy JSD)",
           "progressive_kd": "mask-progressive KD", "masters": "Masters"}
 
@@ -338,8 +342,9 @@ def lr_table(main_rows: list[dict], lr_rows: list[dict], shared_lr: float) -> di
     return {m: {f"{lr:g}": mean_std(v) for lr, v in sorted(by.items())} for m, by in table.items()} if lr_rows else {}
 
 
-def objective_table(main_rows: list[dict], objective_rows: list[dict]) -> dict:
-    """Label -> mean/std over seeds: Masters with its terms removed, then KD with no policy term."""
+def objective_table(main_rows: list[dict], objective_rows: list[dict], policy_rows: list[dict]) -> dict:
+    """Label -> mean/std over seeds: Masters with its terms removed, KD with no policy term, and the
+    policy term alone with each response mix."""
     if not objective_rows:
         return {}
     table: dict = {}
@@ -350,6 +355,10 @@ def objective_table(main_rows: list[dict], objective_rows: list[dict]) -> dict:
         table.setdefault(label, []).append(row["accuracy"])
     table["JSD loss only (mask-progressive KD)"] = [r["accuracy"] for r in main_rows
                                                    if r["training.method"] == "progressive_kd"]
+    for row in policy_rows:
+        label = (f"policy only (reward: accuracy), {row['training.n_teacher']} teacher + "
+                 f"{row['training.n_student']} student")
+        table.setdefault(label, []).append(row["accuracy"])
     return {k: mean_std(v) for k, v in table.items()}
 
 
@@ -532,11 +541,12 @@ def main(argv: list[str] | None = None) -> int:
         "lr", base, {"training.method": METHODS, "training.learning_rate": LR_CHECK, "seed": args.seeds}, out)
     objective_rows = [] if args.skip_objective else run_study_grid(
         "objective", base, {**OBJECTIVE, "seed": args.seeds}, out)
+    policy_rows = [] if args.skip_objective else run_study_grid("policy", base, {**POLICY_ONLY, "seed": args.seeds}, out)
     print(f"[evaluate] every student on {args.n_eval} test questions", flush=True)
     from masters.specs import validate_run_spec
 
     rewards = validate_run_spec(base).rewards
-    for rows in (main_rows, rmax_rows, mix_rows, lr_rows, objective_rows):
+    for rows in (main_rows, rmax_rows, mix_rows, lr_rows, objective_rows, policy_rows):
         evaluate_students(rows, out, prepared["eval"], rewards, spec.distill.max_new_tokens)
 
     by_method = group_by(main_rows, "training.method")
@@ -556,8 +566,9 @@ def main(argv: list[str] | None = None) -> int:
         "rmax": group_by(rmax_rows, "schedule.r_max"),
         "mix": {k: mean_std(v) for k, v in mix.items()},
         "lr": lr_table(main_rows, lr_rows, base["training"]["learning_rate"]),
-        "objective": objective_table(main_rows, objective_rows),
-        "cells": {"main": main_rows, "rmax": rmax_rows, "mix": mix_rows, "lr": lr_rows, "objective": objective_rows},
+        "objective": objective_table(main_rows, objective_rows, policy_rows),
+        "cells": {"main": main_rows, "rmax": rmax_rows, "mix": mix_rows, "lr": lr_rows, "objective": objective_rows,
+                  "policy": policy_rows},
         "seconds": time.perf_counter() - began,
     }
     report["notes"] = notes(report)
