@@ -223,8 +223,10 @@ class LoraSpec(StrictModel):
 class TrainingSpec(StrictModel):
     """The offline RL step (method.md section 6); defaults are the paper's."""
 
-    method: Literal["masters", "sft", "naive_kd", "progressive_kd", "masters_no_distill_reward", "fixed_mask"] = Field(
-        "masters", description="The full method or one of the baselines run by the same engine."
+    method: Literal["masters", "sft", "naive_kd", "progressive_kd", "masters_no_distill_reward", "fixed_mask",
+                    "masters_positive_advantages"] = Field(
+        "masters", description="The full method or one of the baselines and ablations run by the same engine "
+        "(masters_positive_advantages: negative advantages set to 0)."
     )
     learning_rate: float = Field(1e-6, gt=0, description="AdamW learning rate, constant (paper: 1e-6).")
     weight_decay: float = Field(0.0, ge=0)

@@ -11,7 +11,9 @@ offline accuracy reward. Advantages are group-normalised, and
 
 The baselines run through the same loop (``training.method``): SFT and naive KD train on the
 data's reference answers; mask-progressive KD drops the RL terms; ``masters_no_distill_reward``
-drops the distillation reward; ``fixed_mask`` keeps the teacher at ``r_max``.
+drops the distillation reward; ``fixed_mask`` keeps the teacher at ``r_max``;
+``masters_positive_advantages`` zeroes negative advantages (a diagnostic: the policy term then only
+reinforces responses better than their group's mean, and never pushes a response down).
 
 accelerate drives devices, mixed precision and data parallelism: each process takes its share of
 every optimizer step's questions, so N processes train on the same global batch as one.
@@ -48,12 +50,14 @@ class Method:
     accuracy: bool  # accuracy reward in R
     distill_reward: bool  # distillation reward in R
     kl: bool  # KL to the initial student
+    negative_advantages: bool = True  # False: clamp advantages at 0 (reinforce only, never push down)
 
 
 METHODS: dict[str, Method] = {
     "masters": Method("bank", True, 1.0, True, True, True),
     "masters_no_distill_reward": Method("bank", True, 1.0, True, False, True),
     "fixed_mask": Method("bank", True, 1.0, True, True, True),
+    "masters_positive_advantages": Method("bank", True, 1.0, True, True, True, negative_advantages=False),
     "progressive_kd": Method("bank", True, 0.0, False, False, False),
     "naive_kd": Method("reference", True, 0.0, False, False, False),
     "sft": Method("reference", False, 0.0, False, False, False),
@@ -366,6 +370,8 @@ class Trainer:
             combined = combine_rewards(raw, weights)
             metrics.update(combined.metrics())
             advantages = group_advantages(combined.total, groups.to(device))
+            if not self.method.negative_advantages:
+                advantages = advantages.clamp(min=0.0)
             equal = _equal_reward_groups(combined.total, groups)
             metrics["groups/equal_rewards"] = float(equal)
             if equal == len(questions):

@@ -79,7 +79,8 @@ def test_masters_trains_logs_every_term_and_saves_a_plain_transformers_student(t
     assert json.loads((result.student_dir / "masters_run.json").read_text())["method"] == "masters"
 
 
-@pytest.mark.parametrize("method", ["sft", "naive_kd", "progressive_kd", "masters_no_distill_reward", "fixed_mask"])
+@pytest.mark.parametrize("method", ["sft", "naive_kd", "progressive_kd", "masters_no_distill_reward", "fixed_mask",
+                                    "masters_positive_advantages"])
 def test_every_baseline_runs_in_the_same_engine(tiny_pair, scored_bank, tmp_path, method):
     spec = prepared(tiny_pair, scored_bank, tmp_path, training={"method": method})
     train(spec, progress=False)
@@ -91,6 +92,24 @@ def test_every_baseline_runs_in_the_same_engine(tiny_pair, scored_bank, tmp_path
         assert {r["level"] for r in rows} == {0.0}
     if method == "masters_no_distill_reward":
         assert "reward/jsd_distill/raw" not in rows[0]
+
+
+@pytest.mark.parametrize("method", ["masters", "masters_positive_advantages"])
+def test_positive_advantages_only_clamps_what_the_loss_sees(tiny_pair, scored_bank, tmp_path, monkeypatch, method):
+    from masters.engine import trainer
+
+    seen = []
+    real = trainer.masters_loss
+
+    def spy(logprobs, mask, advantages, **kwargs):
+        seen.append(advantages.detach().clone())
+        return real(logprobs, mask, advantages, **kwargs)
+
+    monkeypatch.setattr(trainer, "masters_loss", spy)
+    train(prepared(tiny_pair, scored_bank, tmp_path, training={"method": method}), progress=False)
+    every = torch.cat(seen)
+    assert (every > 0).any()  # groups with signal (the distillation reward always varies)
+    assert bool((every < 0).any()) == (method == "masters")
 
 
 def test_the_policy_term_moves_probability_towards_rewarded_responses(tiny_pair, scored_bank, tmp_path, monkeypatch):
