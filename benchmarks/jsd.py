@@ -73,7 +73,7 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _run_child(args: argparse.Namespace, contender: str, mode: str, scratch: str) -> dict:
-    import psutil
+    from _measure import PeakRSS
 
     cmd = [
         sys.executable, __file__, "--worker", "--contender", contender, "--mode", mode, "--scratch", scratch,
@@ -81,15 +81,9 @@ def _run_child(args: argparse.Namespace, contender: str, mode: str, scratch: str
         "--repeats", str(args.repeats), "--threads", str(args.threads),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    child = psutil.Process(proc.pid)
-    sampled = 0
-    while proc.poll() is None:
-        try:
-            sampled = max(sampled, child.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.002)
-    out, err = proc.communicate()
+    with PeakRSS(proc.pid, interval=0.002) as rss:
+        out, err = proc.communicate()
+    sampled = rss.peak
     if proc.returncode != 0:
         raise SystemExit(f"{contender} {mode} failed (exit {proc.returncode}):\n{err[-3000:]}")
     result = json.loads(out.strip().splitlines()[-1])

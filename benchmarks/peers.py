@@ -54,7 +54,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -445,7 +444,7 @@ def worker_main(name: str, args_path: str, out_path: str) -> int:
 
 
 def run_child(python: str, name: str, a: dict, timeout: float) -> dict:
-    import psutil
+    from _measure import PeakRSS
 
     with tempfile.TemporaryDirectory() as tmp:
         args_path, out_path = Path(tmp) / "args.json", Path(tmp) / "out.json"
@@ -460,39 +459,20 @@ def run_child(python: str, name: str, a: dict, timeout: float) -> dict:
         started = time.perf_counter()
         proc = subprocess.Popen([python, str(HERE), "--worker", name, str(args_path), str(out_path)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        peak = [0]
-        done = threading.Event()
-
-        def sample():
+        with PeakRSS(proc.pid, tree=True) as rss:
             try:
-                root = psutil.Process(proc.pid)
-            except psutil.Error:
-                return
-            while not done.is_set():
-                try:
-                    total = root.memory_info().rss + sum(c.memory_info().rss for c in root.children(recursive=True))
-                    peak[0] = max(peak[0], total)
-                except psutil.Error:
-                    pass
-                time.sleep(0.02)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        try:
-            log, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            log, _ = proc.communicate()
-            done.set()
-            return {"ok": False, "error": f"timed out after {timeout:.0f} s", "where": "benchmark", "log": log[-2000:]}
-        done.set()
-        sampler.join()
+                log, _ = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                log, _ = proc.communicate()
+                return {"ok": False, "error": f"timed out after {timeout:.0f} s", "where": "benchmark",
+                        "log": log[-2000:]}
         wall = time.perf_counter() - started
         if not out_path.exists():
             return {"ok": False, "error": f"worker exited {proc.returncode} without a result", "where": "worker",
                     "log": log[-3000:]}
         result = json.loads(out_path.read_text())
-        result.update(peak_rss_mib=peak[0] / 2**20, wall_s=wall)
+        result.update(peak_rss_mib=rss.peak / 2**20, wall_s=wall)
         if not result.get("ok"):
             result["log"] = log[-2000:]
         return result

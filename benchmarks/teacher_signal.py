@@ -43,19 +43,14 @@ print("RESULT " + json.dumps({"seconds": time.perf_counter() - started, "rows": 
 
 
 def run_child(config: dict, mode: str = "train") -> tuple[dict, int]:
-    import psutil
+    from _measure import PeakRSS
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(config), mode], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
-    handle, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-        try:
-            peak = max(peak, handle.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.02)
-    out, err = proc.communicate()
+    with PeakRSS(proc.pid) as rss:
+        out, err = proc.communicate()
+    peak = rss.peak
     if proc.returncode != 0:
         raise SystemExit(f"contender failed:\n{err[-3000:]}")
     line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))

@@ -1,0 +1,51 @@
+"""Peak resident memory of a benchmark's child process, sampled in a thread.
+
+Every benchmark runs each contender in its own subprocess (design decision 15) and reports the
+peak RSS the parent saw; this is that sampler, shared so that every script measures the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class PeakRSS:
+    """``with PeakRSS(proc.pid) as rss: proc.communicate()`` then ``rss.peak`` (bytes).
+
+    ``tree=True`` adds the RSS of every descendant (contenders that spawn workers); ``interval`` is
+    the sampling period in seconds. A process that has exited simply stops the sampling.
+    """
+
+    def __init__(self, pid: int, *, interval: float = 0.02, tree: bool = False):
+        self.pid, self.interval, self.tree = pid, interval, tree
+        self.peak = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self._done.is_set():
+            try:
+                total = root.memory_info().rss
+                if self.tree:
+                    total += sum(child.memory_info().rss for child in root.children(recursive=True))
+                self.peak = max(self.peak, total)
+            except psutil.NoSuchProcess:
+                return
+            except psutil.Error:
+                pass  # a child exiting mid-sum: try again next period
+            time.sleep(self.interval)
