@@ -223,10 +223,13 @@ class LoraSpec(StrictModel):
 class TrainingSpec(StrictModel):
     """The offline RL step (method.md section 6); defaults are the paper's."""
 
-    method: Literal["masters", "sft", "naive_kd", "progressive_kd", "masters_no_distill_reward", "fixed_mask",
-                    "masters_positive_advantages"] = Field(
-        "masters", description="The full method or one of the baselines and ablations run by the same engine "
-        "(masters_positive_advantages: negative advantages set to 0)."
+    method: Literal["masters", "sft", "naive_kd", "progressive_kd", "masters_no_distill_reward", "fixed_mask"] = Field(
+        "masters", description="The full method or one of the baselines run by the same engine."
+    )
+    negative_advantages: Literal["full", "probability_weighted", "zero"] = Field(
+        "full", description="How responses with a negative advantage enter the policy term: full (the paper's "
+        "-A log p), probability_weighted (each token's push-down scaled by the student's probability of it, so "
+        "it fades as that probability goes to 0), zero (negative advantages set to 0: reinforce only)."
     )
     learning_rate: float = Field(1e-6, gt=0, description="AdamW learning rate, constant (paper: 1e-6).")
     weight_decay: float = Field(0.0, ge=0)

@@ -4,6 +4,10 @@
 
 * policy: ``-A_j * exp(logp - logp.detach())`` per response token. One update per batch makes
   the importance ratio identically 1; writing it this way keeps the gradient ``-A_j * grad logp``.
+  With ``negative_advantages``: ``"full"`` is that; ``"probability_weighted"`` scales a negative
+  advantage's token by ``p`` (detached), so its gradient is ``-A_j * grad p`` and fades as ``p``
+  goes to 0 instead of pushing an already unlikely response down without bound; ``"zero"`` drops
+  negative advantages.
 * KL: the k3 estimator ``exp(ref - logp) - (ref - logp) - 1`` per token, against the initial
   student (reference log-probs precomputed offline).
 * distillation: the per-token JSD between masked teacher and student.
@@ -22,6 +26,7 @@ import torch
 from masters.rewards.jsd import reduce_token_values
 
 Reduction = Literal["sequence", "token"]
+NegativeAdvantages = Literal["full", "probability_weighted", "zero"]
 
 
 def group_advantages(rewards: torch.Tensor, group_index: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -62,18 +67,27 @@ def masters_loss(
     distill_weight: float = 1.0,
     policy_weight: float = 1.0,
     reduction: Reduction = "sequence",
+    negative_advantages: NegativeAdvantages = "full",
 ) -> LossTerms:
     """All terms from per-token tensors ``[B, T]`` (``advantages`` is ``[B]``).
 
     ``reference_logprobs`` may be None when ``beta`` is 0, ``token_jsd`` when ``distill_weight`` is 0;
     ``policy_weight`` 0 gives pure distillation (the mask-progressive KD baseline).
     """
+    if negative_advantages not in ("full", "probability_weighted", "zero"):
+        raise ValueError(f"unknown negative_advantages {negative_advantages!r}")
     mask = response_mask.bool()
     zero = student_logprobs.new_zeros(())
     policy = zero
     if policy_weight:
         ratio = torch.exp(student_logprobs - student_logprobs.detach())
-        per_token = -advantages.detach().unsqueeze(-1).to(ratio.dtype) * ratio
+        adv = advantages.detach().to(ratio.dtype)
+        if negative_advantages == "zero":
+            adv = adv.clamp(min=0.0)
+        per_token = -adv.unsqueeze(-1) * ratio
+        if negative_advantages == "probability_weighted":
+            pushed_down = (adv < 0).unsqueeze(-1)
+            per_token = torch.where(pushed_down, per_token * student_logprobs.detach().exp(), per_token)
         policy = reduce_token_values(per_token, mask, reduction)
     kl = zero
     if beta:

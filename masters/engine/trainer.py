@@ -11,9 +11,8 @@ offline accuracy reward. Advantages are group-normalised, and
 
 The baselines run through the same loop (``training.method``): SFT and naive KD train on the
 data's reference answers; mask-progressive KD drops the RL terms; ``masters_no_distill_reward``
-drops the distillation reward; ``fixed_mask`` keeps the teacher at ``r_max``;
-``masters_positive_advantages`` zeroes negative advantages (a diagnostic: the policy term then only
-reinforces responses better than their group's mean, and never pushes a response down).
+drops the distillation reward; ``fixed_mask`` keeps the teacher at ``r_max``.
+``training.negative_advantages`` bounds how far the policy term pushes responses down (see losses).
 
 accelerate drives devices, mixed precision and data parallelism: each process takes its share of
 every optimizer step's questions, so N processes train on the same global batch as one.
@@ -50,14 +49,12 @@ class Method:
     accuracy: bool  # accuracy reward in R
     distill_reward: bool  # distillation reward in R
     kl: bool  # KL to the initial student
-    negative_advantages: bool = True  # False: clamp advantages at 0 (reinforce only, never push down)
 
 
 METHODS: dict[str, Method] = {
     "masters": Method("bank", True, 1.0, True, True, True),
     "masters_no_distill_reward": Method("bank", True, 1.0, True, False, True),
     "fixed_mask": Method("bank", True, 1.0, True, True, True),
-    "masters_positive_advantages": Method("bank", True, 1.0, True, True, True, negative_advantages=False),
     "progressive_kd": Method("bank", True, 0.0, False, False, False),
     "naive_kd": Method("reference", True, 0.0, False, False, False),
     "sft": Method("reference", False, 0.0, False, False, False),
@@ -82,9 +79,19 @@ def training_fields(spec: Any) -> dict[str, Any]:
     """The spec fields training reads (its stage identity); ``output_dir`` is where, not what."""
     return {
         "seed": spec.seed, "teachers": spec.teachers, "student": spec.student, "masker": spec.masker,
-        "schedule": spec.schedule, "rewards": spec.rewards, "training": spec.training, "data": spec.data,
-        "generation": spec.generation,
+        "schedule": spec.schedule, "rewards": spec.rewards, "training": identity_of_training(spec.training),
+        "data": spec.data, "generation": spec.generation,
     }
+
+
+# Training fields added after results were published: at their default they stay out of the
+# identity, so adding a knob does not invalidate every finished training stage.
+LATER_FIELDS: dict[str, Any] = {"negative_advantages": "full"}
+
+
+def identity_of_training(training: Any) -> dict[str, Any]:
+    fields = training.model_dump(mode="json")
+    return {k: v for k, v in fields.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 def training_dir(spec: Any) -> Path:
@@ -370,8 +377,6 @@ class Trainer:
             combined = combine_rewards(raw, weights)
             metrics.update(combined.metrics())
             advantages = group_advantages(combined.total, groups.to(device))
-            if not self.method.negative_advantages:
-                advantages = advantages.clamp(min=0.0)
             equal = _equal_reward_groups(combined.total, groups)
             metrics["groups/equal_rewards"] = float(equal)
             if equal == len(questions):
@@ -383,7 +388,8 @@ class Trainer:
         terms = masters_loss(
             forced.logprobs, mask, advantages, reference_logprobs=reference, token_jsd=token_jsd,
             beta=self.t.beta if self.reference is not None else 0.0, distill_weight=self.t.distill_loss_weight,
-            policy_weight=self.method.policy, reduction=self.t.token_averaging)
+            policy_weight=self.method.policy, reduction=self.t.token_averaging,
+            negative_advantages=self.t.negative_advantages)
         _check_finite(terms.total, step, questions)
         metrics.update(terms.metrics())
         metrics["tokens"] = float(mask.sum())

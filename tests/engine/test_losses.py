@@ -54,3 +54,20 @@ def test_kl_is_zero_when_student_equals_reference():
     terms = masters_loss(lp, torch.ones(3, 4, dtype=torch.bool), torch.randn(3), reference_logprobs=lp.clone(),
                          beta=0.1, distill_weight=0.0)
     assert float(terms.kl) == 0.0
+
+
+def test_negative_advantages_full_probability_weighted_and_zero_by_hand():
+    mask = torch.tensor([[True, True], [True, False]])
+    adv = torch.tensor([1.0, -2.0])
+
+    def policy_grad(mode):
+        lp = torch.tensor([[-1.0, -2.0], [-0.5, 0.0]], requires_grad=True)
+        masters_loss(lp, mask, adv, beta=0.0, distill_weight=0.0, negative_advantages=mode).policy.backward()
+        return lp.grad
+
+    # d/dlp: -A / (tokens in response) / responses; a pushed-down token is scaled by p = e^lp when
+    # probability-weighted (so the push fades as p -> 0), and vanishes when negatives are zeroed
+    rewarded = [-1 / 2 / 2, -1 / 2 / 2]
+    assert torch.allclose(policy_grad("full"), torch.tensor([rewarded, [2 / 1 / 2, 0.0]]))
+    assert torch.allclose(policy_grad("probability_weighted"), torch.tensor([rewarded, [math.exp(-0.5) * 2 / 2, 0.0]]))
+    assert torch.allclose(policy_grad("zero"), torch.tensor([rewarded, [0.0, 0.0]]))

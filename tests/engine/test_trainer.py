@@ -17,7 +17,7 @@ from masters.bank.scoring import score_bank
 from masters.bank.store import ResponseBank
 from masters.data import load_splits
 from masters.engine.generation import bank_dir, generate_bank
-from masters.engine.trainer import GroupSignalWarning, train
+from masters.engine.trainer import GroupSignalWarning, train, training_dir
 from masters.errors import MastersError
 from masters.specs import validate_run_spec
 
@@ -79,8 +79,7 @@ def test_masters_trains_logs_every_term_and_saves_a_plain_transformers_student(t
     assert json.loads((result.student_dir / "masters_run.json").read_text())["method"] == "masters"
 
 
-@pytest.mark.parametrize("method", ["sft", "naive_kd", "progressive_kd", "masters_no_distill_reward", "fixed_mask",
-                                    "masters_positive_advantages"])
+@pytest.mark.parametrize("method", ["sft", "naive_kd", "progressive_kd", "masters_no_distill_reward", "fixed_mask"])
 def test_every_baseline_runs_in_the_same_engine(tiny_pair, scored_bank, tmp_path, method):
     spec = prepared(tiny_pair, scored_bank, tmp_path, training={"method": method})
     train(spec, progress=False)
@@ -94,22 +93,32 @@ def test_every_baseline_runs_in_the_same_engine(tiny_pair, scored_bank, tmp_path
         assert "reward/jsd_distill/raw" not in rows[0]
 
 
-@pytest.mark.parametrize("method", ["masters", "masters_positive_advantages"])
-def test_positive_advantages_only_clamps_what_the_loss_sees(tiny_pair, scored_bank, tmp_path, monkeypatch, method):
+@pytest.mark.parametrize("negative", ["full", "probability_weighted", "zero"])
+def test_negative_advantages_reach_the_loss_as_configured(tiny_pair, scored_bank, tmp_path, monkeypatch, negative):
     from masters.engine import trainer
 
     seen = []
     real = trainer.masters_loss
 
     def spy(logprobs, mask, advantages, **kwargs):
-        seen.append(advantages.detach().clone())
+        seen.append((advantages.detach().clone(), kwargs["negative_advantages"]))
         return real(logprobs, mask, advantages, **kwargs)
 
     monkeypatch.setattr(trainer, "masters_loss", spy)
-    train(prepared(tiny_pair, scored_bank, tmp_path, training={"method": method}), progress=False)
-    every = torch.cat(seen)
-    assert (every > 0).any()  # groups with signal (the distillation reward always varies)
-    assert bool((every < 0).any()) == (method == "masters")
+    train(prepared(tiny_pair, scored_bank, tmp_path, training={"negative_advantages": negative}), progress=False)
+    every = torch.cat([a for a, _ in seen])
+    assert {n for _, n in seen} == {negative}
+    assert (every > 0).any() and (every < 0).any()  # groups with signal (the distillation reward always varies)
+
+
+def test_a_knob_at_its_default_leaves_the_training_identity_unchanged(tiny_pair, tmp_path):
+    from masters.engine.trainer import LATER_FIELDS, identity_of_training
+
+    default = validate_run_spec(config(tiny_pair, tmp_path))
+    assert not LATER_FIELDS.keys() & identity_of_training(default.training).keys()  # hashes as before the knob
+    changed = validate_run_spec(config(tiny_pair, tmp_path, training={"negative_advantages": "zero"}))
+    assert identity_of_training(changed.training)["negative_advantages"] == "zero"
+    assert training_dir(default) != training_dir(changed)
 
 
 def test_the_policy_term_moves_probability_towards_rewarded_responses(tiny_pair, scored_bank, tmp_path, monkeypatch):
