@@ -23,8 +23,9 @@ runs' own 300-question test split is their first 300):
    the result;
 6. ``policy``: the policy term alone (accuracy reward, no KL, no JSD loss: offline GRPO over the
    bank) with 8 + 0, 4 + 4 and 0 + 8 responses: does it help on its own, and with whose responses?
-7. ``positive``: Masters with negative advantages set to 0 (``masters_positive_advantages``), with
-   and without the KL and the JSD loss: is it the push-down half of the policy term that costs?
+7. ``negative``: Masters with its push-down bounded (``training.negative_advantages``:
+   ``probability_weighted`` or ``zero``), with and without the KL and the JSD loss: is it the
+   push-down half of the policy term that costs?
 
 Seeds vary the distillation run's data order, group draws and sampling (decision 10); the teacher,
 the base student and the bank are shared (the paper's pretrained checkpoints, and decision 10's
@@ -55,8 +56,8 @@ MIX_SWEEP = [[8, 0], [6, 2], [4, 4], [2, 6], [0, 8]]
 METHODS = ["sft", "naive_kd", "progressive_kd", "masters"]
 LR_CHECK = [5e-5, 5e-4]  # around the shared 2e-4: is a method's rank an artefact of one learning rate?
 OBJECTIVE = {"training.method": ["masters", "masters_no_distill_reward"], "training.beta": [0.0, 0.1]}
-POSITIVE_ONLY = {"training.method": ["masters_positive_advantages"],
-                 "training.beta+training.distill_loss_weight": [[0.1, 1.0], [0.0, 1.0], [0.0, 0.0]]}
+NEGATIVE = {"training.negative_advantages": ["probability_weighted", "zero"],
+            "training.beta+training.distill_loss_weight": [[0.1, 1.0], [0.0, 1.0], [0.0, 0.0]]}
 POLICY_ONLY = {"training.method": ["masters_no_distill_reward"], "training.beta": [0.0],
                "training.distill_loss_weight": [0.0], "training.n_teacher+training.n_student": [[8, 0], [4, 4], [0, 8]]}
 LABELS = {"base": "base student", "sft": "SFT", "naive_kd": "naive KD", "gold": "TRL GOLD (off-policy JSD)",
@@ -347,9 +348,9 @@ def lr_table(main_rows: list[dict], lr_rows: list[dict], shared_lr: float) -> di
 
 
 def objective_table(main_rows: list[dict], objective_rows: list[dict], policy_rows: list[dict],
-                    positive_rows: list[dict]) -> dict:
+                    negative_rows: list[dict]) -> dict:
     """Label -> mean/std over seeds: Masters with its terms removed, KD with no policy term, the
-    policy term alone with each response mix, and Masters with negative advantages set to 0."""
+    policy term alone with each response mix, and Masters with its push-down bounded."""
     if not objective_rows:
         return {}
     table: dict = {}
@@ -364,8 +365,9 @@ def objective_table(main_rows: list[dict], objective_rows: list[dict], policy_ro
         label = (f"policy only (reward: accuracy), {row['training.n_teacher']} teacher + "
                  f"{row['training.n_student']} student")
         table.setdefault(label, []).append(row["accuracy"])
-    for row in positive_rows:
-        terms = ["policy with negative advantages set to 0 (reward: accuracy + distillation)"]
+    for row in negative_rows:
+        how = {"zero": "set to 0", "probability_weighted": "probability-weighted"}[row["training.negative_advantages"]]
+        terms = [f"policy with negative advantages {how} (reward: accuracy + distillation)"]
         terms += ["JSD loss"] if row["training.distill_loss_weight"] else []
         terms += [f"KL (beta {row['training.beta']:g})"] if row["training.beta"] else []
         table.setdefault(" + ".join(terms) + ("" if row["training.beta"] else " (no KL)"), []).append(row["accuracy"])
@@ -552,13 +554,13 @@ def main(argv: list[str] | None = None) -> int:
     objective_rows = [] if args.skip_objective else run_study_grid(
         "objective", base, {**OBJECTIVE, "seed": args.seeds}, out)
     policy_rows = [] if args.skip_objective else run_study_grid("policy", base, {**POLICY_ONLY, "seed": args.seeds}, out)
-    positive_rows = [] if args.skip_objective else run_study_grid(
-        "positive", base, {**POSITIVE_ONLY, "seed": args.seeds}, out)
+    negative_rows = [] if args.skip_objective else run_study_grid(
+        "negative", base, {**NEGATIVE, "seed": args.seeds}, out)
     print(f"[evaluate] every student on {args.n_eval} test questions", flush=True)
     from masters.specs import validate_run_spec
 
     rewards = validate_run_spec(base).rewards
-    for rows in (main_rows, rmax_rows, mix_rows, lr_rows, objective_rows, policy_rows, positive_rows):
+    for rows in (main_rows, rmax_rows, mix_rows, lr_rows, objective_rows, policy_rows, negative_rows):
         evaluate_students(rows, out, prepared["eval"], rewards, spec.distill.max_new_tokens)
 
     by_method = group_by(main_rows, "training.method")
@@ -578,9 +580,9 @@ def main(argv: list[str] | None = None) -> int:
         "rmax": group_by(rmax_rows, "schedule.r_max"),
         "mix": {k: mean_std(v) for k, v in mix.items()},
         "lr": lr_table(main_rows, lr_rows, base["training"]["learning_rate"]),
-        "objective": objective_table(main_rows, objective_rows, policy_rows, positive_rows),
+        "objective": objective_table(main_rows, objective_rows, policy_rows, negative_rows),
         "cells": {"main": main_rows, "rmax": rmax_rows, "mix": mix_rows, "lr": lr_rows, "objective": objective_rows,
-                  "policy": policy_rows, "positive": positive_rows},
+                  "policy": policy_rows, "negative": negative_rows},
         "seconds": time.perf_counter() - began,
     }
     report["notes"] = notes(report)
