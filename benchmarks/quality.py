@@ -463,7 +463,10 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    objective = report.get("objective") or {}
+    fig = plt.figure(figsize=(17, 3.8 + (0.32 * len(objective) + 1.2 if objective else 0)))
+    grid = fig.add_gridspec(2 if objective else 1, 4, height_ratios=[3.8, 0.32 * len(objective) + 1.2] if objective else None)
+    axes = [fig.add_subplot(grid[0, i]) for i in range(4)]
     ax = axes[0]
     keys = list(report["main"])
     ax.bar(range(len(keys)), [report["main"][k]["mean"] for k in keys],
@@ -491,9 +494,39 @@ def plot(report: dict, path: Path) -> None:
         ax.axhline(report["base_student"], color="grey", ls="--")
         ax.set_xlabel(xlabel)
         ax.set_title(title)
+    if objective:
+        ax = fig.add_subplot(grid[1, :])
+        labels = list(objective)
+        ys = range(len(labels))
+        ax.barh(ys, [objective[k]["mean"] for k in labels], xerr=[objective[k]["std"] for k in labels], capsize=3,
+                color=["tab:green" if "negative advantages" in k else "tab:blue" for k in labels])
+        ax.set_yticks(list(ys))
+        ax.set_yticklabels([short_objective(k) for k in labels], fontsize=8)
+        ax.invert_yaxis()
+        ax.axvline(report["base_student"], color="grey", ls="--", label="base student")
+        ax.axvline(report["main"]["masters"]["mean"], color="tab:red", ls=":", label="Masters (paper's objective)")
+        ax.set_xlim(0.2, max(r["mean"] + r["std"] for r in objective.values()) + 0.03)
+        ax.set_xlabel("test accuracy")
+        ax.set_title("objective ablation (r_max 0.2, 4+4 unless stated; green: push-down bounded)")
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def short_objective(label: str) -> str:
+    """A plot-sized name for an objective-ablation row."""
+    for long, brief in (("policy (reward: accuracy + distillation)", "policy[acc+distill]"),
+                        ("policy (reward: accuracy only)", "policy[acc]"),
+                        ("policy only (reward: accuracy), ", "policy[acc] only, "),
+                        ("policy with negative advantages probability-weighted (reward: accuracy + distillation)",
+                         "policy[acc+distill], negatives p-weighted"),
+                        ("policy with negative advantages set to 0 (reward: accuracy + distillation)",
+                         "policy[acc+distill], negatives 0"),
+                        (" teacher + ", "+"), (" student", ""), ("JSD loss only (mask-progressive KD)", "JSD only (progressive KD)"),
+                        ("JSD loss", "JSD"), ("KL (beta 0.1)", "KL")):
+        label = label.replace(long, brief)
+    return label
 
 
 def machine() -> dict:
