@@ -23,6 +23,7 @@ the fastest switches with more memory. See ``benchmarks/results/masking.md``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -440,15 +441,12 @@ def _scatter(flat: torch.Tensor, where: torch.Tensor, values: torch.Tensor | Non
 
 
 PARALLEL_SCATTER_MIN = 1 << 18  # below this a scatter is faster on one thread than split
-_POOL: list[ThreadPoolExecutor] = []
 
 
+@functools.lru_cache(maxsize=None)
 def _scatter_pool(workers: int) -> ThreadPoolExecutor:
-    if not _POOL or _POOL[0]._max_workers < workers:
-        if _POOL:
-            _POOL.pop().shutdown(wait=True)
-        _POOL.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="masters-scatter"))
-    return _POOL[0]
+    """One long-lived pool per width: a switch issues many scatters, and threads are not free."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="masters-scatter")
 
 
 def _assign(target: np.ndarray, index: np.ndarray, source: np.ndarray | None) -> None:
