@@ -26,6 +26,8 @@ runs' own 300-question test split is their first 300):
 7. ``negative``: Masters with its push-down bounded (``training.negative_advantages``:
    ``probability_weighted`` or ``zero``), with and without the KL and the JSD loss: is it the
    push-down half of the policy term that costs?
+8. ``rmax_bounded``: the r_max sweep again with ``negative_advantages: zero``: with the policy term
+   no longer costing accuracy, does masking the teacher help (the paper's central claim)?
 
 Seeds vary the distillation run's data order, group draws and sampling (decision 10); the teacher,
 the base student and the bank are shared (the paper's pretrained checkpoints, and decision 10's
@@ -432,9 +434,13 @@ def render_md(report: dict) -> str:
               "|---|" + "---|" * len(report["teacher"]),
               "| accuracy | " + " | ".join(f"{r['accuracy']:.3f}" for r in report["teacher"]) + " |",
               "", "## r_max sweep (Masters, 4 + 4; the paper's Table 5a)", "",
-              "| r_max | accuracy | seeds |", "|---|---|---|"]
+              "| r_max | accuracy (paper's objective) | accuracy (negative_advantages: zero) | seeds |",
+              "|---|---|---|---|"]
+    bounded = report.get("rmax_bounded") or {}
     for key, row in report["rmax"].items():
-        lines.append(f"| {float(key):.1f} | {row['mean']:.3f} ± {row['std']:.3f} | {row['n']} |")
+        other = bounded.get(key)
+        cell = f"{other['mean']:.3f} ± {other['std']:.3f}" if other else ""
+        lines.append(f"| {float(key):.1f} | {row['mean']:.3f} ± {row['std']:.3f} | {cell} | {row['n']} |")
     lines += ["", "## Response mix (Masters, r_max 0.2; the paper's Table 5c)", "",
               "| teacher + student | accuracy | seeds |", "|---|---|---|"]
     for key, row in report["mix"].items():
@@ -487,7 +493,13 @@ def plot(report: dict, path: Path) -> None:
                                    (axes[3], "mix", "response mix (Masters)", "teacher + student")):
         rows = report[key]
         xs = list(range(len(rows)))
-        ax.errorbar(xs, [r["mean"] for r in rows.values()], yerr=[r["std"] for r in rows.values()], fmt="o-", capsize=3)
+        ax.errorbar(xs, [r["mean"] for r in rows.values()], yerr=[r["std"] for r in rows.values()], fmt="o-", capsize=3,
+                    label="paper's objective")
+        if key == "rmax" and report.get("rmax_bounded"):
+            bounded = [report["rmax_bounded"][k] for k in rows]
+            ax.errorbar([x + 0.1 for x in xs], [r["mean"] for r in bounded], yerr=[r["std"] for r in bounded],
+                        fmt="s-", capsize=3, color="tab:green", label="negative advantages 0")
+            ax.legend(fontsize=7)
         labels = [f"{float(k):.1f}" if key == "rmax" else "+".join(map(str, json.loads(k))) for k in rows]
         ax.set_xticks(xs)
         ax.set_xticklabels(labels)
@@ -589,11 +601,15 @@ def main(argv: list[str] | None = None) -> int:
     policy_rows = [] if args.skip_objective else run_study_grid("policy", base, {**POLICY_ONLY, "seed": args.seeds}, out)
     negative_rows = [] if args.skip_objective else run_study_grid(
         "negative", base, {**NEGATIVE, "seed": args.seeds}, out)
+    rmax_bounded_rows = [] if args.skip_objective else run_study_grid(
+        "rmax_bounded", base, {"schedule.r_max": RMAX_SWEEP, "training.negative_advantages": ["zero"],
+                               "seed": args.seeds}, out)
     print(f"[evaluate] every student on {args.n_eval} test questions", flush=True)
     from masters.specs import validate_run_spec
 
     rewards = validate_run_spec(base).rewards
-    for rows in (main_rows, rmax_rows, mix_rows, lr_rows, objective_rows, policy_rows, negative_rows):
+    for rows in (main_rows, rmax_rows, mix_rows, lr_rows, objective_rows, policy_rows, negative_rows,
+                 rmax_bounded_rows):
         evaluate_students(rows, out, prepared["eval"], rewards, spec.distill.max_new_tokens)
 
     by_method = group_by(main_rows, "training.method")
@@ -611,11 +627,13 @@ def main(argv: list[str] | None = None) -> int:
         "bank": bank, "teacher": [r for r in levels if r["model"] == "teacher"], "base_student": base_acc,
         "main": main_table, "gold_runs": gold,
         "rmax": group_by(rmax_rows, "schedule.r_max"),
+        "rmax_bounded": group_by(rmax_bounded_rows, "schedule.r_max"),
         "mix": {k: mean_std(v) for k, v in mix.items()},
         "lr": lr_table(main_rows, lr_rows, base["training"]["learning_rate"]),
         "objective": objective_table(main_rows, objective_rows, policy_rows, negative_rows),
         "cells": {"main": main_rows, "rmax": rmax_rows, "mix": mix_rows, "lr": lr_rows, "objective": objective_rows,
-                  "policy": policy_rows, "negative": negative_rows},
+                  "policy": policy_rows, "negative": negative_rows,
+                  "rmax_bounded": rmax_bounded_rows},
         "seconds": time.perf_counter() - began,
     }
     report["notes"] = notes(report)
@@ -692,6 +710,13 @@ def notes(report: dict) -> list[str]:
     best_r = max(rmax, key=lambda k: rmax[k]["mean"])
     out.append(f"r_max sweep: best r_max {float(best_r):.1f} ({rmax[best_r]['mean']:.3f}); r_max 0 (no masking) "
                f"{rmax[json.dumps(0.0)]['mean']:.3f}. The paper finds 0.2 best (Table 5a).")
+    bounded = report.get("rmax_bounded") or {}
+    if bounded:
+        best_b = max(bounded, key=lambda k: bounded[k]["mean"])
+        gap, se = difference(bounded[json.dumps(0.2)], bounded[json.dumps(0.0)])
+        out.append(f"r_max sweep with negative advantages 0: best r_max {float(best_b):.1f} ({bounded[best_b]['mean']:.3f}); "
+                   f"the paper's r_max 0.2 - no masking = {gap:+.3f} (standard error {se:.3f}: "
+                   f"{'a real difference' if abs(gap) > 2 * se else 'within noise'}).")
     mix = report["mix"]
     best_m = max(mix, key=lambda k: mix[k]["mean"])
     out.append(f"Response mix: best {'+'.join(map(str, json.loads(best_m)))} ({mix[best_m]['mean']:.3f}); "
