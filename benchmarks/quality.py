@@ -62,6 +62,8 @@ NEGATIVE = {"training.negative_advantages": ["probability_weighted", "zero"],
             "training.beta+training.distill_loss_weight": [[0.1, 1.0], [0.0, 1.0], [0.0, 0.0]]}
 POLICY_ONLY = {"training.method": ["masters_no_distill_reward"], "training.beta": [0.0],
                "training.distill_loss_weight": [0.0], "training.n_teacher+training.n_student": [[8, 0], [4, 4], [0, 8]]}
+RMAX_BOUNDED = {"schedule.r_max": RMAX_SWEEP, "training.negative_advantages": ["zero"]}
+ABLATIONS = {"objective": OBJECTIVE, "policy": POLICY_ONLY, "negative": NEGATIVE, "rmax_bounded": RMAX_BOUNDED}
 LABELS = {"base": "base student", "sft": "SFT", "naive_kd": "naive KD", "gold": "TRL GOLD (off-policy JSD)",
           "progressive_kd": "mask-progressive KD", "masters": "Masters"}
 
@@ -351,29 +353,37 @@ def lr_table(main_rows: list[dict], lr_rows: list[dict], shared_lr: float) -> di
 
 def objective_table(main_rows: list[dict], objective_rows: list[dict], policy_rows: list[dict],
                     negative_rows: list[dict]) -> dict:
-    """Label -> mean/std over seeds: Masters with its terms removed, KD with no policy term, the
+    """Label -> mean/std over seeds plus ``short`` (its plot label), ``full`` (the paper's objective)
+    and ``bounded`` (push-down bounded): Masters with its terms removed, KD with no policy term, the
     policy term alone with each response mix, and Masters with its push-down bounded."""
     if not objective_rows:
         return {}
     table: dict = {}
+
+    def add(label: str, short: str, accuracy: float, **role: bool) -> None:
+        table.setdefault(label, {"short": short, "values": [], **role})["values"].append(accuracy)
+
     for row in objective_rows:
-        reward = "accuracy + distillation" if row["training.method"] == "masters" else "accuracy only"
-        label = f"policy (reward: {reward}) + JSD loss" + (f" + KL (beta {row['training.beta']:g})"
-                                                          if row["training.beta"] else " (no KL)")
-        table.setdefault(label, []).append(row["accuracy"])
-    table["JSD loss only (mask-progressive KD)"] = [r["accuracy"] for r in main_rows
-                                                   if r["training.method"] == "progressive_kd"]
+        distill = row["training.method"] == "masters"
+        kl = f" + KL (beta {row['training.beta']:g})" if row["training.beta"] else " (no KL)"
+        add(f"policy (reward: accuracy{' + distillation' if distill else ' only'}) + JSD loss{kl}",
+            f"policy[acc{'+distill' if distill else ''}] + JSD{' + KL' if row['training.beta'] else ' (no KL)'}",
+            row["accuracy"], full=distill and bool(row["training.beta"]))
+    for row in main_rows:
+        if row["training.method"] == "progressive_kd":
+            add("JSD loss only (mask-progressive KD)", "JSD only (progressive KD)", row["accuracy"])
     for row in policy_rows:
-        label = (f"policy only (reward: accuracy), {row['training.n_teacher']} teacher + "
-                 f"{row['training.n_student']} student")
-        table.setdefault(label, []).append(row["accuracy"])
+        t, st = row["training.n_teacher"], row["training.n_student"]
+        add(f"policy only (reward: accuracy), {t} teacher + {st} student", f"policy[acc] only, {t}+{st}", row["accuracy"])
     for row in negative_rows:
-        how = {"zero": "set to 0", "probability_weighted": "probability-weighted"}[row["training.negative_advantages"]]
-        terms = [f"policy with negative advantages {how} (reward: accuracy + distillation)"]
-        terms += ["JSD loss"] if row["training.distill_loss_weight"] else []
-        terms += [f"KL (beta {row['training.beta']:g})"] if row["training.beta"] else []
-        table.setdefault(" + ".join(terms) + ("" if row["training.beta"] else " (no KL)"), []).append(row["accuracy"])
-    return {k: mean_std(v) for k, v in table.items()}
+        how, brief = {"zero": ("set to 0", "0"), "probability_weighted": ("probability-weighted", "p-weighted")}[
+            row["training.negative_advantages"]]
+        jsd, beta = row["training.distill_loss_weight"], row["training.beta"]
+        tail = (" + JSD loss" if jsd else "") + (f" + KL (beta {beta:g})" if beta else " (no KL)")
+        short_tail = (" + JSD" if jsd else "") + (" + KL" if beta else " (no KL)")
+        add(f"policy with negative advantages {how} (reward: accuracy + distillation){tail}",
+            f"policy[acc+distill], negatives {brief}{short_tail}", row["accuracy"], bounded=True)
+    return {label: {**row, **mean_std(row["values"])} for label, row in table.items()}
 
 
 def mean_std(values: list[float]) -> dict:
@@ -511,9 +521,9 @@ def plot(report: dict, path: Path) -> None:
         labels = list(objective)
         ys = range(len(labels))
         ax.barh(ys, [objective[k]["mean"] for k in labels], xerr=[objective[k]["std"] for k in labels], capsize=3,
-                color=["tab:green" if "negative advantages" in k else "tab:blue" for k in labels])
+                color=["tab:green" if objective[k].get("bounded") else "tab:blue" for k in labels])
         ax.set_yticks(list(ys))
-        ax.set_yticklabels([short_objective(k) for k in labels], fontsize=8)
+        ax.set_yticklabels([objective[k]["short"] for k in labels], fontsize=8)
         ax.invert_yaxis()
         ax.axvline(report["base_student"], color="grey", ls="--", label="base student")
         ax.axvline(report["main"]["masters"]["mean"], color="tab:red", ls=":", label="Masters (paper's objective)")
@@ -524,21 +534,6 @@ def plot(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def short_objective(label: str) -> str:
-    """A plot-sized name for an objective-ablation row."""
-    for long, brief in (("policy (reward: accuracy + distillation)", "policy[acc+distill]"),
-                        ("policy (reward: accuracy only)", "policy[acc]"),
-                        ("policy only (reward: accuracy), ", "policy[acc] only, "),
-                        ("policy with negative advantages probability-weighted (reward: accuracy + distillation)",
-                         "policy[acc+distill], negatives p-weighted"),
-                        ("policy with negative advantages set to 0 (reward: accuracy + distillation)",
-                         "policy[acc+distill], negatives 0"),
-                        (" teacher + ", "+"), (" student", ""), ("JSD loss only (mask-progressive KD)", "JSD only (progressive KD)"),
-                        ("JSD loss", "JSD"), ("KL (beta 0.1)", "KL")):
-        label = label.replace(long, brief)
-    return label
 
 
 def machine() -> dict:
@@ -596,14 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     mix_rows = run_study_grid("mix", base, {"training.n_teacher+training.n_student": MIX_SWEEP, "seed": args.seeds}, out)
     lr_rows = [] if args.skip_lr else run_study_grid(
         "lr", base, {"training.method": METHODS, "training.learning_rate": LR_CHECK, "seed": args.seeds}, out)
-    objective_rows = [] if args.skip_objective else run_study_grid(
-        "objective", base, {**OBJECTIVE, "seed": args.seeds}, out)
-    policy_rows = [] if args.skip_objective else run_study_grid("policy", base, {**POLICY_ONLY, "seed": args.seeds}, out)
-    negative_rows = [] if args.skip_objective else run_study_grid(
-        "negative", base, {**NEGATIVE, "seed": args.seeds}, out)
-    rmax_bounded_rows = [] if args.skip_objective else run_study_grid(
-        "rmax_bounded", base, {"schedule.r_max": RMAX_SWEEP, "training.negative_advantages": ["zero"],
-                               "seed": args.seeds}, out)
+    ablation = {name: [] if args.skip_objective else run_study_grid(name, base, {**grid, "seed": args.seeds}, out)
+                for name, grid in ABLATIONS.items()}
+    objective_rows, policy_rows, negative_rows, rmax_bounded_rows = (ablation[k] for k in ABLATIONS)
     print(f"[evaluate] every student on {args.n_eval} test questions", flush=True)
     from masters.specs import validate_run_spec
 
@@ -663,6 +653,10 @@ def difference(a: dict, b: dict) -> tuple[float, float]:
     return a["mean"] - b["mean"], (var(a) + var(b)) ** 0.5
 
 
+def verdict(gap: float, se: float) -> str:
+    return "a real difference" if abs(gap) > 2 * se else "within noise"
+
+
 def notes(report: dict) -> list[str]:
     """What the numbers say, computed from them (so a rerun cannot leave stale prose)."""
     main = report["main"]
@@ -672,8 +666,7 @@ def notes(report: dict) -> list[str]:
     for other in ("base", "sft", "naive_kd", "gold", "progressive_kd"):
         if other in main and "masters" in main:
             gap, se = difference(main["masters"], main[other])
-            verdict = "a real difference" if abs(gap) > 2 * se else "within noise"
-            out.append(f"Masters - {LABELS[other]} = {gap:+.3f} (standard error {se:.3f}: {verdict}).")
+            out.append(f"Masters - {LABELS[other]} = {gap:+.3f} (standard error {se:.3f}: {verdict(gap, se)}).")
     if "gold" in main and "naive_kd" in main:
         gap, se = difference(main["gold"], main["naive_kd"])
         out.append(f"TRL GOLD - masters' naive KD = {gap:+.3f} (standard error {se:.3f}): the same off-policy JSD "
@@ -700,12 +693,12 @@ def notes(report: dict) -> list[str]:
             f"{LABELS[m]} {row['mean']:.3f} (lr {lr})" for m, (lr, row) in ranked) + ".")
     objective = report.get("objective") or {}
     if objective:
-        full = next(k for k in objective if k.startswith("policy (reward: accuracy + distillation)") and "+ KL" in k)
+        full = next(k for k, row in objective.items() if row.get("full"))
         for label, row in objective.items():
             if label != full:
                 gap, se = difference(row, objective[full])
                 out.append(f"Objective: {label} - full Masters = {gap:+.3f} (standard error {se:.3f}: "
-                           f"{'a real difference' if abs(gap) > 2 * se else 'within noise'}).")
+                           f"{verdict(gap, se)}).")
     rmax = report["rmax"]
     best_r = max(rmax, key=lambda k: rmax[k]["mean"])
     out.append(f"r_max sweep: best r_max {float(best_r):.1f} ({rmax[best_r]['mean']:.3f}); r_max 0 (no masking) "
@@ -716,7 +709,7 @@ def notes(report: dict) -> list[str]:
         gap, se = difference(bounded[json.dumps(0.2)], bounded[json.dumps(0.0)])
         out.append(f"r_max sweep with negative advantages 0: best r_max {float(best_b):.1f} ({bounded[best_b]['mean']:.3f}); "
                    f"the paper's r_max 0.2 - no masking = {gap:+.3f} (standard error {se:.3f}: "
-                   f"{'a real difference' if abs(gap) > 2 * se else 'within noise'}).")
+                   f"{verdict(gap, se)}).")
     mix = report["mix"]
     best_m = max(mix, key=lambda k: mix[k]["mean"])
     out.append(f"Response mix: best {'+'.join(map(str, json.loads(best_m)))} ({mix[best_m]['mean']:.3f}); "

@@ -220,13 +220,17 @@ class LoraSpec(StrictModel):
     target_modules: tuple[str, ...] = Field(("q_proj", "k_proj", "v_proj", "o_proj"))
 
 
+# How responses with a negative advantage enter the policy term (see masters.engine.losses).
+NegativeAdvantages = Literal["full", "probability_weighted", "zero"]
+
+
 class TrainingSpec(StrictModel):
     """The offline RL step (method.md section 6); defaults are the paper's."""
 
     method: Literal["masters", "sft", "naive_kd", "progressive_kd", "masters_no_distill_reward", "fixed_mask"] = Field(
         "masters", description="The full method or one of the baselines run by the same engine."
     )
-    negative_advantages: Literal["full", "probability_weighted", "zero"] = Field(
+    negative_advantages: NegativeAdvantages = Field(
         "full", description="How responses with a negative advantage enter the policy term: full (the paper's "
         "-A log p), probability_weighted (each token's push-down scaled by the student's probability of it, so "
         "it fades as that probability goes to 0), zero (negative advantages set to 0: reinforce only)."

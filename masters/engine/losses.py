@@ -19,14 +19,14 @@ Token averaging follows decision 6: per-response mean over tokens, then mean ove
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 from masters.rewards.jsd import reduce_token_values
+from masters.specs import NegativeAdvantages
 
 Reduction = Literal["sequence", "token"]
-NegativeAdvantages = Literal["full", "probability_weighted", "zero"]
 
 
 def group_advantages(rewards: torch.Tensor, group_index: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -74,7 +74,7 @@ def masters_loss(
     ``reference_logprobs`` may be None when ``beta`` is 0, ``token_jsd`` when ``distill_weight`` is 0;
     ``policy_weight`` 0 gives pure distillation (the mask-progressive KD baseline).
     """
-    if negative_advantages not in ("full", "probability_weighted", "zero"):
+    if negative_advantages not in get_args(NegativeAdvantages):
         raise ValueError(f"unknown negative_advantages {negative_advantages!r}")
     mask = response_mask.bool()
     zero = student_logprobs.new_zeros(())

@@ -410,6 +410,9 @@ class MaskedTeacher:
                               tensors=rows, extra_bytes=self.extra_bytes())
 
 
+PARALLEL_SCATTER_MIN = 1 << 18  # below this a scatter is faster on one thread than split
+
+
 def _scatter(flat: torch.Tensor, where: torch.Tensor, values: torch.Tensor | None) -> None:
     """``flat[where] = values`` (or 0 when ``values`` is None), in place.
 
@@ -438,9 +441,6 @@ def _scatter(flat: torch.Tensor, where: torch.Tensor, values: torch.Tensor | Non
                for a, b in zip(bounds[:-1], bounds[1:])]
     for future in futures:
         future.result()
-
-
-PARALLEL_SCATTER_MIN = 1 << 18  # below this a scatter is faster on one thread than split
 
 
 @functools.lru_cache(maxsize=None)

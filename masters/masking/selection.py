@@ -62,7 +62,7 @@ def keep_first_ties(tied: torch.Tensor, t: torch.Tensor) -> None:
     flags = tied.numpy().reshape(-1)
     where = np.flatnonzero(flags)  # row-major: each row's ties in position order (1-D: the fast path)
     units = tied.shape[0]
-    rows = where // tied.shape[1] if units > 1 else np.zeros(where.size, dtype=np.int64)
+    rows = where // tied.shape[1]
     starts = np.zeros(units, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=units)[:-1], out=starts[1:])
     drop = np.arange(where.size) - starts[rows] >= t.numpy().astype(np.int64)[rows]
