@@ -1,0 +1,53 @@
+"""The public API that plugin packages import from: everything else in masters is internal.
+
+A plugin package (see ``plugins/`` and CONTRIBUTING.md) needs only the names below; a test
+(``tests/test_public_api.py``) checks that the first-party plugins import nothing else from masters.
+Importing this module stays torch-free: heavy names (the adapter base class, the masked teacher,
+result types) are resolved lazily on first attribute access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from masters.errors import MastersError
+from masters.hookspecs import hookimpl
+from masters.interfaces import VLM_PARTS, VLMPart
+from masters.ratios import Ratio
+
+# name -> module that defines it; imported on first access so `import masters.api` stays light.
+_LAZY: dict[str, str] = {
+    # spec base classes (pydantic, torch-free)
+    "StrictModel": "masters.specs",
+    "ComponentSpec": "masters.specs",
+    "MaskerSpec": "masters.specs",
+    "ScheduleSpec": "masters.specs",
+    "RewardSpec": "masters.specs",
+    "AdapterSpec": "masters.specs",
+    # protocols
+    "Masker": "masters.interfaces",
+    "RestoreSchedule": "masters.interfaces",
+    "AccuracyReward": "masters.interfaces",
+    "DistillationReward": "masters.interfaces",
+    "VLMAdapter": "masters.interfaces",
+    "ScoredResponse": "masters.interfaces",
+    # data
+    "VQASample": "masters.data.types",
+    # adapters (torch)
+    "HFVLMAdapter": "masters.adapters.base",
+    "EncodedBatch": "masters.adapters.base",
+    "TeacherForced": "masters.adapters.base",
+}
+
+__all__ = sorted(["MastersError", "hookimpl", "VLM_PARTS", "VLMPart", "Ratio", *_LAZY])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'masters.api' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
