@@ -72,18 +72,35 @@ class TeacherForced:
 
 
 class HFVLMAdapter:
-    """A transformers ``*ForConditionalGeneration`` VLM behind the :class:`VLMAdapter` protocol.
+    """A transformers VLM (any ``*ForConditionalGeneration``) behind the :class:`VLMAdapter` protocol.
 
     Build it with ``spec.build(path=DIR)`` (or ``spec.build(model=..., processor=...)`` for objects
-    already in memory). Subclasses set:
+    already in memory). The model class comes from the checkpoint's ``config.json``
+    (``architectures``, else ``AutoModelForImageTextToText``), so a new family needs no table here.
 
-    * ``processor_class``: the processor class to (re)load with (image-only subclasses where the
-      stock one wants torchvision);
-    * ``part_prefixes``: parameter-name prefixes of each VLM part; the longest match wins, so
-      ``model.visual.merger.`` (projector) can sit inside ``model.visual.`` (vision);
+    **Family hooks** (everything a family customises; all public, none needs a ``_private``
+    override; see CONTRIBUTING.md "Adding an adapter for a new VLM family"):
+
+    * ``part_prefixes`` (required): parameter-name prefixes of each VLM part (``vision``,
+      ``projector``, ``language``); the longest match wins, so ``model.visual.merger.``
+      (projector) can sit inside ``model.visual.`` (vision);
+    * :meth:`expected_image_tokens` (required): how many image tokens the vision tower produces
+      for one sample's processed images, computed from the model config (checked against the
+      prompt before any forward pass);
+    * ``processor_class`` / :meth:`processor_class_for`: the processor to (re)load with
+      (default ``AutoProcessor``; image-only subclasses where the stock one wants torchvision);
+    * :meth:`processor_kwargs`: extra keyword arguments of every processor call (e.g. the spec's
+      pixel bounds in the form the image processor reads; then set ``image_kwargs_from_spec``);
+    * :meth:`format_images`: the processor's ``images`` argument for one sample (some processors
+      want images nested per sample);
+    * :meth:`merge_image_inputs`: how one per-image processor output joins across samples (default
+      concatenation; :meth:`pad_and_concat` for outputs padded per sample, such as tile stacks);
     * ``position_ids_from_mask``: pass ``cumsum(attention_mask) - 1`` as positions (1-D RoPE
-      families); False where the model derives its own (multimodal RoPE from the attention mask);
-    * :meth:`expected_image_tokens`: what the vision tower produces for the given pixels.
+      families); False where the model derives its own (multimodal RoPE);
+    * ``extra_linear_weights``: raw 2-D parameters used as linear maps, with their part;
+    * :meth:`model_class_for`: the transformers class that loads a checkpoint (rarely needed);
+    * ``tiny_checkpoint(out_dir) -> path`` (optional classmethod): a tiny checkpoint of the family,
+      which the conformance kit (``masters.testing``) runs its checks on.
 
     A trainer that wraps the model (DDP, FSDP, DeepSpeed) sets ``forward_module`` to the wrapper:
     teacher forcing then runs through it so gradients synchronise; everything else reads
@@ -94,7 +111,9 @@ class HFVLMAdapter:
     part_prefixes: ClassVar[Mapping[VLMPart, tuple[str, ...]]] = {}
     extra_linear_weights: ClassVar[Mapping[str, VLMPart]] = {}  # 2-D params used as linear maps
     position_ids_from_mask: ClassVar[bool] = True
-    image_kwargs_from_spec: ClassVar[bool] = False  # pass min/max_pixels to the image processor
+    # True when processor_kwargs() hands the spec's min/max_pixels to the image processor itself;
+    # False: masters resizes each image into those bounds before the processor sees it.
+    image_kwargs_from_spec: ClassVar[bool] = False
 
     def __init__(self, spec: Any, *, path: str | Path | None = None, model: Any = None, processor: Any = None,
                  device: str | torch.device | None = None):
@@ -116,22 +135,35 @@ class HFVLMAdapter:
         self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
 
     # -- loading ---------------------------------------------------------------------------------
-    def _load_model(self, path: Path):
+    def model_class_for(self, config: Mapping[str, Any]) -> Any:
+        """Family hook: the transformers class that loads a checkpoint, from its config.json.
+
+        Default: the class ``config["architectures"]`` names (what ``save_pretrained`` wrote),
+        else ``AutoModelForImageTextToText``, which maps every ``model_type`` transformers knows.
+        """
         import transformers
 
-        from masters.adapters.resolve import MODEL_CLASSES, read_checkpoint_config
+        for name in config.get("architectures") or ():
+            cls = getattr(transformers, str(name), None)
+            if cls is not None:
+                return cls
+        return transformers.AutoModelForImageTextToText
+
+    def _load_model(self, path: Path):
+        from masters.adapters.attention import choose_attention
+        from masters.adapters.resolve import read_checkpoint_config
 
         config = read_checkpoint_config(path)
-        cls = getattr(transformers, MODEL_CLASSES[config["model_type"]])
+        cls = self.model_class_for(config)
         dtype = "auto" if self.spec.dtype == "auto" else getattr(torch, self.spec.dtype)
-        from masters.adapters.attention import choose_attention
-
         attn = choose_attention(self.spec.attn_implementation)
         try:
             return cls.from_pretrained(str(path), dtype=dtype, attn_implementation=attn).eval()
-        except (OSError, ValueError) as exc:
-            raise MastersError(f"cannot load the model: {exc}", where=str(path),
-                               fix="check that the directory holds a complete checkpoint (config + weights)") from None
+        except (OSError, ValueError, KeyError) as exc:
+            names = ", ".join(map(str, config.get("architectures") or ())) or "none"
+            raise MastersError(f"cannot load the model: {type(exc).__name__}: {exc}", where=str(path),
+                               fix="check that the directory holds a complete checkpoint (config + weights) of a "
+                               f"model class this transformers knows (config.json architectures: {names})") from None
 
     def processor_class_for(self, config: Mapping[str, Any]) -> str:
         """Family hook: ``"module:Class"`` of the processor for a checkpoint's config.json."""
@@ -194,16 +226,12 @@ class HFVLMAdapter:
             out.append(im)
         return out
 
-    def _processor_kwargs(self) -> dict[str, Any]:
-        lo, hi = self.spec.min_pixels, self.spec.max_pixels
-        if not self.image_kwargs_from_spec or (lo is None and hi is None):
-            return {}
-        size = dict(getattr(self.processor.image_processor, "size", None) or {})
-        if lo is not None:
-            size["shortest_edge"] = lo  # Qwen-VL reads these two as min / max pixel counts
-        if hi is not None:
-            size["longest_edge"] = hi
-        return {"size": size}
+    def processor_kwargs(self) -> dict[str, Any]:
+        """Family hook: extra keyword arguments of every processor call that carries images
+        (default none). A family whose image processor bounds the image area itself returns the
+        spec's ``min_pixels`` / ``max_pixels`` here, in the form it reads, and sets
+        ``image_kwargs_from_spec = True``."""
+        return {}
 
     # Processed inputs of recently seen samples, kept up to this many bytes per adapter: training
     # encodes the same question once per response of its group and once per pass, and the
@@ -240,7 +268,7 @@ class HFVLMAdapter:
         kwargs = dict(text=[text], return_tensors="pt")
         if images:
             kwargs["images"] = self.format_images(images)
-            kwargs.update(self._processor_kwargs())
+            kwargs.update(self.processor_kwargs())
         try:
             out = self.processor(**kwargs)
         except MastersError:
@@ -282,7 +310,24 @@ class HFVLMAdapter:
             )
 
     def merge_image_inputs(self, key: str, values: list[torch.Tensor]) -> torch.Tensor:
-        """Family hook: join one per-image input across samples (default: concatenate on dim 0)."""
+        """Family hook: join one per-image processor output (``key``, e.g. ``pixel_values``) of the
+        samples that have images into the batch's tensor (default: concatenate on dim 0)."""
+        return torch.cat(values, dim=0)
+
+    @staticmethod
+    def pad_and_concat(values: list[torch.Tensor], dim: int = 1) -> torch.Tensor:
+        """Concatenate on dim 0 after zero-padding every other dimension up to ``dim`` (inclusive)
+        to the largest size: for processor outputs padded per sample (a stack of tiles or images
+        whose count varies), which the model recognises as padding by their size records or by
+        being all zero."""
+        if len({tuple(v.shape[1 : dim + 1]) for v in values}) > 1:
+            most = [max(v.shape[d] for v in values) for d in range(1, dim + 1)]
+            padded = []
+            for v in values:
+                out = v.new_zeros((v.shape[0], *most, *v.shape[dim + 1 :]))
+                out[(slice(None), *(slice(0, n) for n in v.shape[1 : dim + 1]))] = v
+                padded.append(out)
+            values = padded
         return torch.cat(values, dim=0)
 
     def encode(self, samples: Sequence[VQASample], responses: Sequence[Sequence[int]] | None = None) -> EncodedBatch:
@@ -452,10 +497,3 @@ class HFVLMAdapter:
         self.processor.save_pretrained(str(directory))
         (directory / "masters_adapter.json").write_text(json.dumps({"adapter": self.spec.name}) + "\n")
 
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

@@ -3,6 +3,8 @@
 Each class names its processor, the parameter-name prefixes of its VLM parts, and how many image
 tokens its vision tower produces for the processed pixels (checked against the prompt before any
 forward pass, so a processor/model mismatch fails with a message instead of NaN or a shape error).
+They use only the public family hooks of :class:`HFVLMAdapter` (no ``_private`` override), the
+same ones a plugin adapter uses (``plugins/masters-llava-next`` is one).
 """
 
 from __future__ import annotations
@@ -50,6 +52,17 @@ class QwenVLAdapter(HFVLMAdapter):
     }
     position_ids_from_mask = False  # 3-D positions come from get_rope_index(attention_mask, grids)
     image_kwargs_from_spec = True  # the image processor takes min_pixels / max_pixels itself
+
+    def processor_kwargs(self) -> dict[str, Any]:
+        lo, hi = self.spec.min_pixels, self.spec.max_pixels
+        if lo is None and hi is None:
+            return {}
+        size = dict(getattr(self.processor.image_processor, "size", None) or {})
+        if lo is not None:
+            size["shortest_edge"] = lo  # Qwen-VL reads these two as min / max pixel counts
+        if hi is not None:
+            size["longest_edge"] = hi
+        return {"size": size}
 
     def expected_image_tokens(self, encoded: Mapping[str, torch.Tensor]) -> int:
         merge = int(self.model.config.vision_config.spatial_merge_size)
@@ -107,14 +120,7 @@ class Idefics3Adapter(HFVLMAdapter):
     def merge_image_inputs(self, key: str, values: list[torch.Tensor]) -> torch.Tensor:
         # Samples may hold different numbers of images: pad dim 1 with all-zero images, which the
         # model recognises as padding and drops.
-        most = max(v.shape[1] for v in values)
-        padded = []
-        for v in values:
-            if v.shape[1] < most:
-                pad = torch.zeros((v.shape[0], most - v.shape[1], *v.shape[2:]), dtype=v.dtype)
-                v = torch.cat([v, pad], dim=1)
-            padded.append(v)
-        return torch.cat(padded, dim=0)
+        return self.pad_and_concat(values, dim=1)
 
 
 class Gemma3Adapter(HFVLMAdapter):

@@ -1,4 +1,10 @@
-"""Pick and build the adapter of a checkpoint directory from its config.json alone."""
+"""Pick and build the adapter of a checkpoint directory from its config.json alone.
+
+Who claims a checkpoint, in order: an explicit ``adapter:`` in the model spec; a plugin's
+``masters_claim_checkpoint`` hook (for claims that need more than the model_type); then every
+registered adapter spec whose ``model_types`` holds the checkpoint's ``model_type`` (built-in or
+plugin alike: setting ``model_types`` on a spec is all a family needs to be found).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from masters.errors import MastersError
-
-# model_type -> transformers class that loads it (torch-free table: read by the adapters and the
-# tiny-model factory).
-MODEL_CLASSES: dict[str, str] = {
-    "llava": "LlavaForConditionalGeneration",
-    "qwen2_vl": "Qwen2VLForConditionalGeneration",
-    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
-    "qwen3_vl": "Qwen3VLForConditionalGeneration",
-    "internvl": "InternVLForConditionalGeneration",
-    "idefics3": "Idefics3ForConditionalGeneration",
-    "smolvlm": "SmolVLMForConditionalGeneration",
-    "gemma3": "Gemma3ForConditionalGeneration",
-}
-
 
 def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     """The checkpoint's config.json as a dict, with errors that say which directory is wrong."""
@@ -67,14 +59,36 @@ def adapter_spec_for(model_spec: Any):
     config = read_checkpoint_config(path)
     name = components.claim_checkpoint(config, where=str(path))
     if name is None:
-        supported = sorted({t for e in registry for t in getattr(e.spec_cls, "model_types", ())})
+        name = claim_by_model_type(registry, config, where=str(path))
+    if name is None:
+        model_type = config["model_type"]
+        supported = sorted({t for e in registry for t in getattr(e.spec_cls, "model_types", ())} - {model_type})
         raise MastersError(
-            f"no adapter handles model_type {config['model_type']!r}",
+            f"no adapter handles model_type {model_type!r}",
             where=str(path),
-            fix=f"supported model types: {', '.join(supported)}; set `adapter:` explicitly, or install the "
-            "plugin for this family (`masters list adapters`)",
+            fix=f"supported model types: {', '.join(supported) or 'none'}; set `adapter:` explicitly, or install "
+            "the plugin for this family (`masters list adapters`)",
         )
     return registry.get(name, where=str(path)).spec_cls()
+
+
+def claim_by_model_type(registry: Any, config: dict[str, Any], *, where: str | None = None) -> str | None:
+    """The registered adapter whose spec's ``model_types`` holds ``config["model_type"]``.
+
+    When several do, the first registered (built-ins before plugins) wins, with a warning that
+    names every claimant and how to choose.
+    """
+    model_type = config.get("model_type")
+    claims = [e for e in registry if model_type in getattr(e.spec_cls, "model_types", ())]
+    if len(claims) > 1:
+        import warnings
+
+        from masters.plugins import PluginWarning
+
+        who = ", ".join(f"{e.name} ({e.origin})" for e in claims)
+        warnings.warn(f"{where or 'checkpoint'}: several adapters claim model_type {model_type!r} ({who}); "
+                      f"using {claims[0].name!r}. Set `adapter:` in the spec to choose.", PluginWarning, stacklevel=3)
+    return claims[0].name if claims else None
 
 
 def resolve_adapter(model_spec: Any, **context: Any):

@@ -263,8 +263,6 @@ def build_tiny_model(
     import torch
     import transformers as tf
 
-    from masters.adapters.resolve import MODEL_CLASSES
-
     if family not in TINY_FAMILIES:
         raise ValueError(f"no tiny recipe for family {family!r}; known: {', '.join(TINY_FAMILIES)}")
     dims = SIZES[size] if isinstance(size, str) else size
@@ -276,8 +274,7 @@ def build_tiny_model(
     _set_init_std(cfg, dims.init_std)
     torch.manual_seed(seed)
     random.seed(seed)
-    model_cls = getattr(tf, MODEL_CLASSES[cfg.model_type])
-    model = model_cls(cfg).eval()
+    model = tf.AutoModelForImageTextToText.from_config(cfg).eval()
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
