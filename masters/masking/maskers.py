@@ -1,6 +1,9 @@
 """The built-in maskers. Each one says how a tensor splits into units and scores its elements;
 the runtime (:mod:`masters.masking.runtime`) does the exact selection, nesting and restoring.
 
+Units are :class:`masters.masking.layout.UnitLayout` s (per tensor, per expert, rows, columns, N:M
+groups); a plugin may also return a plain ``(U, S)`` for units that are flat ranges.
+
 Scores are float32 (exact for bf16/fp16 weights, so casting never creates or breaks a tie) and
 must be reproducible bit for bit from the same inputs: the stored mode re-scores the stored
 values at every level switch instead of keeping an int64 order (8 bytes per masked weight).
@@ -15,6 +18,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from masters.errors import MastersError
+from masters.masking.layout import UnitLayout
 from masters.ratios import BASIS_POINTS, Ratio
 
 Positions = Callable[[], "torch.Tensor | None"]
@@ -29,12 +33,11 @@ class BaseMasker:
     def __init__(self, spec: Any, **context: Any):
         self.spec = spec
 
-    def units(self, name: str, shape: torch.Size) -> tuple[int, int]:
+    def units(self, name: str, shape: torch.Size) -> UnitLayout | tuple[int, int]:
         """Per tensor, or per expert slice for 3-D mixture-of-experts weights ``[E, out, in]``."""
-        numel = shape.numel()
         if len(shape) == 3:
-            return shape[0], numel // shape[0]
-        return 1, numel
+            return UnitLayout.experts(shape)
+        return UnitLayout.tensor(shape)
 
     def scores(
         self, name: str, values: torch.Tensor, *, shape: torch.Size, positions: Positions,
@@ -59,14 +62,22 @@ class GlobalMagnitudeMasker(BaseMasker):
 class RowMagnitudeMasker(BaseMasker):
     """Smallest ``|w|`` per output row (the last dimension is the input dimension)."""
 
-    def units(self, name: str, shape: torch.Size) -> tuple[int, int]:
-        return shape.numel() // shape[-1], shape[-1]
+    def units(self, name: str, shape: torch.Size) -> UnitLayout:
+        return UnitLayout.rows(shape)
+
+
+class ColumnMagnitudeMasker(BaseMasker):
+    """Smallest ``|w|`` per input column: each column of ``[out, in]`` masks ``floor(r * out)``
+    entries (per expert for 3-D ``[E, out, in]``); ties by row index."""
+
+    def units(self, name: str, shape: torch.Size) -> UnitLayout:
+        return UnitLayout.columns(shape)
 
 
 class NMMasker(BaseMasker):
     """In every group of ``m`` consecutive input weights, the ``ratio * m`` smallest ``|w|``."""
 
-    def units(self, name: str, shape: torch.Size) -> tuple[int, int]:
+    def units(self, name: str, shape: torch.Size) -> UnitLayout:
         m = self.spec.m
         if shape[-1] % m:
             raise MastersError(
@@ -74,7 +85,7 @@ class NMMasker(BaseMasker):
                 where="masker.nm.m",
                 fix=f"choose an m that divides {shape[-1]}, or exclude {name!r} with masker.exclude",
             )
-        return shape.numel() // m, m
+        return UnitLayout.groups(shape, m, dim=-1)
 
     def check_levels(self, levels: Sequence[Ratio]) -> None:
         m = self.spec.m
@@ -107,8 +118,8 @@ class WandaMasker(BaseMasker):
 
     needs_calibration = True
 
-    def units(self, name: str, shape: torch.Size) -> tuple[int, int]:
-        return shape.numel() // shape[-1], shape[-1]
+    def units(self, name: str, shape: torch.Size) -> UnitLayout:
+        return UnitLayout.rows(shape)
 
     def scores(
         self, name: str, values: torch.Tensor, *, shape: torch.Size, positions: Positions,
@@ -117,7 +128,7 @@ class WandaMasker(BaseMasker):
         assert calibration is not None  # the runtime checks needs_calibration first
         norms = calibration.float().to(values.device)
         where = positions()
-        if where is None:  # the whole tensor viewed [rows, in]: broadcast the norm of each column
+        if where is None:  # the whole tensor in flat order, viewed [rows, in]: broadcast each column's norm
             rows = values.view(-1, shape[-1])
             if norms.dim() == 2:  # MoE: one norm vector per expert
                 scored = rows.abs().float().view(norms.shape[0], -1, shape[-1]) * norms.unsqueeze(1)

@@ -34,6 +34,7 @@ import torch
 
 from masters.errors import MastersError
 from masters.masking import bits
+from masters.masking.layout import UnitLayout, layout_of
 from masters.masking.report import SparsityReport, TensorSparsity
 from masters.masking.selection import NOTHING, global_thresholds, group_rank, split_ties, threshold_mask, unit_thresholds
 from masters.ratios import ZERO, Ratio
@@ -53,6 +54,8 @@ class _Entry:
     aliases: list[str] = field(default_factory=list)
     units: int = 1
     size: int = 0
+    layout: UnitLayout | None = None  # canonical; None for the global scope (one unit, flat order)
+    strided: bool = False  # the layout's units are not flat ranges: rank in layout order, map back
     per_unit: int = 0  # masked per unit at r_max (global scope: the tensor's own count)
     thresholds: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     group_counts: dict[int, int] = field(default_factory=dict)
@@ -167,20 +170,30 @@ class MaskedTeacher:
             entry.calibration = norms
 
     def _scores(self, entry: _Entry, values: torch.Tensor, positions: Any) -> torch.Tensor:
-        return self.masker.scores(entry.name, values, shape=entry.shape, positions=positions,
-                                  calibration=entry.calibration)
+        scores = self.masker.scores(entry.name, values, shape=entry.shape, positions=positions,
+                                    calibration=entry.calibration)
+        if scores.shape != values.shape:
+            raise MastersError(
+                f"masker {self.masker.spec.name!r} scored {entry.name} values of shape {tuple(values.shape)} "
+                f"with shape {tuple(scores.shape)}", where=f"masker {self.masker.spec.name!r} scores()",
+                fix="scores() must return one float32 score per value, in the shape of `values`")
+        return scores
+
+    def _unit_scores(self, entry: _Entry, weight: torch.Tensor) -> torch.Tensor:
+        """Scores of the whole tensor as ``[U, S]`` in layout order (scored in flat order, then permuted)."""
+        if not entry.strided:
+            return self._scores(entry, weight.reshape(entry.units, entry.size), lambda: None)
+        assert entry.layout is not None
+        return entry.layout.to_units(self._scores(entry, weight, lambda: None))
 
     def _nonzero_levels(self) -> list[Ratio]:
         return [r for r in self.levels if r.bp > 0]
 
     def _rank_units(self, entry: _Entry) -> None:
-        units, size = self.masker.units(entry.name, entry.shape)
-        if units * size != entry.numel:
-            raise MastersError(f"masker split {entry.name} {tuple(entry.shape)} into {units} x {size} units",
-                               where=f"masker {self.masker.spec.name!r}", fix="units() must cover the tensor exactly")
-        entry.units, entry.size = units, size
-        weight = entry.param.detach()
-        scores = self._scores(entry, weight.reshape(units, size), lambda: None)
+        layout = layout_of(self.masker, entry.name, entry.shape)
+        units, size = layout.units, layout.size
+        entry.layout, entry.units, entry.size, entry.strided = layout, units, size, not layout.is_contiguous
+        scores = self._unit_scores(entry, entry.param.detach())
         levels = self._nonzero_levels()
         counts = [r.count(size) for r in levels]
         entry.per_unit = counts[0] if counts else 0
@@ -226,20 +239,21 @@ class MaskedTeacher:
             self._keep(entry, mask)
 
     def _keep(self, entry: _Entry, mask: torch.Tensor | None) -> None:
-        """Keep what restoring needs: stored mode the bit mask and the values it covers (flat order);
-        indexed mode the values and their positions, ordered by level; on-the-fly nothing."""
+        """Keep what restoring needs: stored mode the bit mask and the values it covers (layout order,
+        which is flat order for contiguous units); indexed mode the values and their flat positions,
+        ordered by level; on-the-fly nothing. ``mask`` is ``[U, S]`` in layout order."""
         if self.memory == "on_the_fly":
             return
         if not entry.param.is_contiguous():
             raise MastersError(f"{entry.name} is not contiguous", where="MaskedTeacher",
                                fix="call model.contiguous() / load the checkpoint normally before masking")
         flat_mask = mask.reshape(-1) if mask is not None else torch.zeros(entry.numel, dtype=torch.bool, device=entry.param.device)
-        where = bits.mask_positions(flat_mask).to(entry.param.device)
-        entry.values = entry.param.detach().reshape(-1)[where]  # a copy, in flat order
+        where = self._flat_positions(entry, bits.mask_positions(flat_mask)).to(entry.param.device)
+        entry.values = entry.param.detach().reshape(-1)[where]  # a copy, in layout order
         if self.memory == "stored":
             entry.packed = bits.pack(flat_mask)
             return
-        # indexed: per unit, sort the stored values by how many levels mask them (stable: flat order
+        # indexed: per unit, sort the stored values by how many levels mask them (stable: layout order
         # inside a level), so every level's masked set is a prefix of its unit's row.
         view = entry.values.view(entry.units, -1)
         scores = self._scores(entry, view, lambda: where.view(view.shape))
@@ -340,7 +354,7 @@ class MaskedTeacher:
         if entry.values.numel() == 0:
             return
         flat = entry.param.detach().view(-1)
-        where = bits.positions(entry.packed, entry.numel)
+        where = self._flat_positions(entry, bits.positions(entry.packed, entry.numel))
         if level.bp == 0:
             _scatter(flat, where, entry.values)
         elif level == self.r_max:
@@ -372,8 +386,19 @@ class MaskedTeacher:
 
     def _masked_copy(self, entry: _Entry, level: Ratio) -> torch.Tensor:
         weight = entry.param.detach()
-        scores = self._scores(entry, weight.reshape(entry.units, entry.size), lambda: None)
-        return weight.masked_fill(self._level_mask(entry, scores, level).view(entry.shape), 0)
+        mask = self._level_mask(entry, self._unit_scores(entry, weight), level)
+        if entry.strided:
+            assert entry.layout is not None
+            mask = entry.layout.from_units(mask)
+        return weight.masked_fill(mask.view(entry.shape), 0)
+
+    @staticmethod
+    def _flat_positions(entry: _Entry, where: torch.Tensor) -> torch.Tensor:
+        """Flat indices of positions given in layout order (the identity for contiguous units)."""
+        if not entry.strided:
+            return where
+        assert entry.layout is not None
+        return entry.layout.flat_index(where)
 
     # -- inspection -----------------------------------------------------------------------------
 

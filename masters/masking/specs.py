@@ -35,6 +35,17 @@ class RowMaskerSpec(MaskerSpec):
     name: Literal["row"] = "row"
 
 
+class ColumnMaskerSpec(MaskerSpec):
+    """Zero the smallest-magnitude weights of each input column (each column realises the ratio).
+
+    A column of ``[out, in]`` is one input feature's weights; each masks ``floor(r * out)`` of its
+    ``out`` entries (per expert for 3-D mixture-of-experts weights), ties by row index.
+    """
+
+    implementation: ClassVar[str] = "masters.masking.maskers:ColumnMagnitudeMasker"
+    name: Literal["column"] = "column"
+
+
 class NMMaskerSpec(MaskerSpec):
     """N:M masking: in each group of ``m`` consecutive input weights, zero the ``ratio * m`` smallest.
 
@@ -71,6 +82,7 @@ BUILTIN_MASKER_SPECS: tuple[type[MaskerSpec], ...] = (
     MagnitudeMaskerSpec,
     GlobalMaskerSpec,
     RowMaskerSpec,
+    ColumnMaskerSpec,
     NMMaskerSpec,
     RandomMaskerSpec,
     WandaMaskerSpec,

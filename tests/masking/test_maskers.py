@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from masters.errors import MastersError
+from masters.masking.layout import layout_of
 from masters.masking.runtime import MaskedTeacher
 from masters.plugins import get_components
 from masters.ratios import Ratio
-from masters.specs import validate_component
+from masters.config import validate_component
 
 
 def tiny_mlp(dtype=torch.float32, seed=0):
@@ -70,7 +71,8 @@ def test_masks_nest_restore_exactly_and_realise_the_ratio_per_unit(name, dtype, 
             assert not changed[~masks[row.name]].any()
             assert int(changed.sum()) <= row.masked
             if teacher.masker.scope == "unit":
-                units, size = teacher.masker.units(row.name, w.shape)
+                layout = layout_of(teacher.masker, row.name, w.shape)
+                units, size = layout.units, layout.size
                 assert row.masked == units * level.count(size)  # each unit realises floor(r * size) exactly
             else:
                 total = sum(t.numel() for _, t in tensors.values())
