@@ -22,8 +22,12 @@ ATOL = 1e-4  # batched vs one-by-one forwards: same maths, different reduction o
 CHECKS: tuple[str, ...] = (
     "protocol", "finite_loss_and_backward", "padded_batch_matches_single", "batched_greedy_matches_single",
     "sampling_shapes", "save_reload_identical", "parts_cover_linear_weights", "text_only_sample",
-    "image_token_mismatch_fails_fast",
+    "image_token_mismatch_fails_fast", "mixed_image_sizes",
 )
+# (width, height) of the images in the mixed_image_sizes batch: squares and both orientations,
+# between 32 and 64 px, so that families whose image-token count follows the image size (tiling,
+# native resolution) see several counts in one batch.
+MIXED_IMAGE_SIZES: tuple[tuple[int, int], ...] = ((32, 32), (64, 32), (40, 56), (48, 48))
 
 
 class ConformanceError(AssertionError):
@@ -82,7 +86,7 @@ def checkpoints_for(name: str, model_dir: str | Path | None = None) -> list[Path
 
 
 def _samples():
-    from masters.data.shapes import generate_shapes
+    from masters.tasks.shapes import generate_shapes
 
     return generate_shapes(4, 0, 1, seed=123, max_shapes=2)["train"]
 
@@ -233,6 +237,53 @@ def check_image_token_mismatch_fails_fast(adapter, samples, responses, **_):
         "[image_token_mismatch_fails_fast] a question holding an extra image token did not raise a MastersError "
         f"(log-probs finite: {bool(forced.logprobs.isfinite().all())})"
     )
+
+
+def check_mixed_image_sizes(adapter, samples, responses, **_):
+    """Images of different sizes in one batch: each prompt holds the image tokens its own image
+    needs, the same count as when encoded alone, the model accepts them (transformers compares
+    image tokens with image features), and batched teacher forcing and greedy decoding equal
+    one-by-one."""
+    import dataclasses
+
+    import torch
+
+    from masters.errors import MastersError
+
+    mixed = [dataclasses.replace(s, id=f"{s.id}-{w}x{h}", images=tuple(im.resize((w, h)) for im in s.load_images()))
+             for s, (w, h) in zip(samples, MIXED_IMAGE_SIZES)]
+    responses = responses[: len(mixed)]
+    image_token = adapter.image_token_id()
+    try:
+        batch = adapter.encode(mixed, responses)
+        singles = [adapter.encode([s], [r]) for s, r in zip(mixed, responses)]
+    except MastersError as exc:
+        raise ConformanceError(f"[mixed_image_sizes] encoding images of sizes {list(MIXED_IMAGE_SIZES)} failed: {exc}")
+    counts = (batch.inputs["input_ids"] == image_token).sum(1).tolist()
+    alone = [int((one.inputs["input_ids"] == image_token).sum()) for one in singles]
+    _require(counts == alone, "mixed_image_sizes",
+             f"image tokens per prompt in the batch {counts} differ from one-by-one {alone} "
+             f"(image sizes {list(MIXED_IMAGE_SIZES)})")
+    _require(all(c > 0 for c in counts), "mixed_image_sizes", f"a prompt holds no image token: {counts}")
+    with torch.no_grad():
+        try:
+            forced = adapter.teacher_force(mixed, responses)
+        except MastersError as exc:
+            raise ConformanceError(f"[mixed_image_sizes] the model rejected a batch of images of sizes "
+                                   f"{list(MIXED_IMAGE_SIZES)} (image tokens {counts}): {exc}")
+        for i, (s, r) in enumerate(zip(mixed, responses)):
+            one = adapter.teacher_force([s], [r])
+            n = len(r)
+            dl = float((one.logprobs[0, :n] - forced.logprobs[i, :n]).abs().max())
+            dz = float((one.logits[0, :n] - forced.logits[i, :n]).abs().max())
+            _require(dl <= ATOL and dz <= ATOL, "mixed_image_sizes",
+                     f"sample {i} ({MIXED_IMAGE_SIZES[i][0]}x{MIXED_IMAGE_SIZES[i][1]} px, {counts[i]} image tokens): "
+                     f"the batch differs from a single forward (log-probs {dl:.2e}, logits {dz:.2e}; tolerance "
+                     f"{ATOL}): per-image inputs of different sizes are merged or padded wrongly")
+    batched = adapter.generate(mixed, max_new_tokens=2, temperature=0)
+    single = [adapter.generate([s], max_new_tokens=2, temperature=0)[0] for s in mixed]
+    _require(batched == single, "mixed_image_sizes",
+             f"batched greedy {batched} differs from one-by-one greedy {single} for images of different sizes")
 
 
 _CHECK_FUNCS: dict[str, Callable[..., None]] = {c: globals()[f"check_{c}"] for c in CHECKS}
