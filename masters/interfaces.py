@@ -17,6 +17,8 @@ from masters.ratios import Ratio
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
+    from masters.masking.layout import UnitLayout
+
 VLMPart = Literal["vision", "projector", "language"]
 VLM_PARTS: tuple[VLMPart, ...] = ("vision", "projector", "language")
 
@@ -26,27 +28,42 @@ class Masker(Protocol):
     """Chooses which teacher weights are zeroed at each ratio (built with ``spec.build()``).
 
     A masker only *scores*; the runtime (:class:`masters.masking.MaskedTeacher`) selects. Each
-    tensor is viewed as ``[U, S]`` (:meth:`units`); at ratio ``r`` every unit masks its
-    ``floor(r * S)`` lowest-scoring elements, ties broken by position inside the unit (flat order).
-    The runtime ranks once at ``r_max`` and keeps per-unit thresholds, so every level is a prefix
-    of one ranking: masks nest, each unit realises its ratio exactly, and ratio 0 restores every
-    weight bit for bit. Scores must be deterministic elementwise functions of their inputs: the
-    stored memory mode re-scores the stored masked values at each level switch rather than keeping
-    an index order.
+    tensor splits into ``U`` units of ``S`` elements (:meth:`units`, a *unit layout*); at ratio
+    ``r`` every unit masks its ``floor(r * S)`` lowest-scoring elements, ties broken by position
+    inside the unit (the layout's order, documented in :mod:`masters.masking.layout`). The runtime
+    ranks once at ``r_max`` and keeps per-unit thresholds, so every level is a prefix of one
+    ranking: masks nest, each unit realises its ratio exactly, and ratio 0 restores every weight
+    bit for bit, in every memory mode. Scores must be deterministic elementwise functions of their
+    inputs (and of the flat positions): the stored memory mode re-scores the stored masked values
+    at each level switch rather than keeping an index order.
 
     ``scope = "global"`` makes the whole scope one unit (one threshold over every tensor, ties
-    broken by tensor order then flat index). ``needs_calibration = True`` makes the runtime require
-    per-tensor input norms (see ``masters.masking.collect_input_norms``).
+    broken by tensor order then flat index; :meth:`units` is not called). ``needs_calibration =
+    True`` makes the runtime require per-tensor input norms (``masters.masking.collect_input_norms``).
+    ``masters.testing.maskers.check_masker(name)`` is the conformance kit every masker must pass.
     """
 
     spec: Any
     scope: Literal["unit", "global"]
     needs_calibration: bool
 
-    def units(self, name: str, shape: Sequence[int]) -> tuple[int, int]:
-        """``(U, S)`` with ``U * S == numel``: per tensor ``(1, numel)``, per row ``(numel // in, in)``,
-        per expert slice of a 3-D MoE weight ``(E, numel // E)``, N:M groups ``(numel // M, M)``.
-        Raise a MastersError when the tensor cannot be split (it names the fix)."""
+    def units(self, name: str, shape: Sequence[int]) -> tuple[int, int] | UnitLayout:
+        """How the tensor ``name`` of ``shape`` splits into units.
+
+        ``(U, S)`` with ``U * S == numel`` means contiguous units: unit ``u`` is the flat range
+        ``[u * S, (u + 1) * S)``, positions in flat order (per tensor ``(1, numel)``, per row
+        ``(numel // in, in)``, per expert of a 3-D MoE weight ``(E, numel // E)``, N:M groups along
+        the input dimension ``(numel // M, M)``). Any other unit is a
+        :class:`masters.masking.layout.UnitLayout`: ``tensor.reshape(view).permute(perm)``, the
+        first ``unit_dims`` dimensions numbering the units and the rest the positions inside one,
+        row-major. Its constructors cover the usual ones: ``UnitLayout.rows(shape)``,
+        ``.columns(shape)`` (``S = out``, ties by row), ``.blocks(shape, (bh, bw))`` (ties row by
+        row inside the tile), ``.groups(shape, m, dim)`` (N:M along any dimension),
+        ``.experts(shape)``, ``.tensor(shape)``. A layout that does not cover the tensor exactly, an
+        unknown return type or a shape a constructor cannot split (``LayoutError``) is refused with
+        a MastersError naming the masker, the tensor and the fix; raise one yourself for tensors
+        this masker cannot split.
+        """
         ...
 
     def scores(
@@ -60,10 +77,13 @@ class Masker(Protocol):
     ) -> torch.Tensor:
         """float32 scores of ``values`` (same shape); lower is masked first.
 
-        ``values`` is either the whole tensor viewed ``[U, S]`` (then ``positions()`` is None) or a
-        subset of its elements in flat order viewed ``[U, C]``; ``positions()`` then gives their flat
-        indices (computed only if asked for). ``shape`` is the parameter's shape; ``calibration``
-        is this tensor's input-feature norms when the masker needs them.
+        ``values`` is either the whole tensor in flat order (viewed ``[U, S]`` for contiguous
+        units, in the parameter's own ``shape`` for any other layout; ``positions()`` is then None),
+        or a subset viewed ``[U, C]``: row ``u`` holds elements of unit ``u`` in the unit's order,
+        and ``positions()`` gives their flat indices, same shape (computed only if asked for). A
+        subset's scores must equal the whole tensor's at those positions. ``shape`` is the
+        parameter's shape; ``calibration`` is this tensor's input-feature norms when the masker
+        needs them. The runtime ranks scores in the layout's order; a masker never permutes.
         """
         ...
 
