@@ -34,10 +34,20 @@ _LAZY: dict[str, str] = {
     "ScoredResponse": "masters.interfaces",
     # data
     "VQASample": "masters.data.types",
-    # adapters (torch)
+    # adapters (torch): the base class whose public family hooks a new VLM family implements
+    # (CONTRIBUTING.md, "Adding an adapter for a new VLM family"), its result types and errors
     "HFVLMAdapter": "masters.adapters.base",
     "EncodedBatch": "masters.adapters.base",
     "TeacherForced": "masters.adapters.base",
+    "ImageTokenMismatchError": "masters.errors",
+    # which adapter a checkpoint directory gets (config.json: model_type claims), and building it
+    "read_checkpoint_config": "masters.adapters.resolve",
+    "adapter_spec_for": "masters.adapters.resolve",
+    "resolve_adapter": "masters.adapters.resolve",
+    "check_compatible": "masters.adapters.compat",
+    # tiny checkpoints for an adapter's tests: the shared word-level tokenizer of the shapes task
+    # (deterministic, every family's special tokens), so teacher and student share a vocabulary
+    "build_tokenizer": "masters.models.tiny",
 }
 
 __all__ = sorted(["MastersError", "hookimpl", "VLM_PARTS", "VLMPart", "Ratio", *_LAZY])

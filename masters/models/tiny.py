@@ -95,7 +95,7 @@ TINY_MODEL_TYPES: dict[str, str] = {"llava": "llava", "llava_qwen2": "llava", "q
 
 def build_tokenizer(out_dir: str | Path | None = None):
     """The shared word-level tokenizer (deterministic: same words, same ids, every time)."""
-    from masters.data.shapes import shapes_vocabulary
+    from masters.tasks.shapes import shapes_vocabulary
 
     tok = train_word_tokenizer([" ".join(shapes_vocabulary())])
     if out_dir is not None:

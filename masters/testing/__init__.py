@@ -13,10 +13,18 @@ test into a test module (pytest collects it)::
 
 from __future__ import annotations
 
-from masters.testing.adapters import CHECKS, ConformanceError, check_adapter, registered_adapters, run_check, tiny_checkpoint
+from masters.testing.adapters import (
+    CHECKS,
+    ConformanceError,
+    allow_plugins,
+    check_adapter,
+    registered_adapters,
+    run_check,
+    tiny_checkpoint,
+)
 
-__all__ = ["CHECKS", "ConformanceError", "check_adapter", "registered_adapters", "run_check", "tiny_checkpoint",
-           "test_adapter_conformance"]
+__all__ = ["CHECKS", "ConformanceError", "allow_plugins", "check_adapter", "registered_adapters", "run_check",
+           "tiny_checkpoint", "test_adapter_conformance"]
 
 
 try:  # the parametrised test exists where pytest does; check_adapter works without it

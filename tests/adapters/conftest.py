@@ -30,6 +30,6 @@ def tiny_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def shapes_samples():
-    from masters.data.shapes import generate_shapes
+    from masters.tasks.shapes import generate_shapes
 
     return generate_shapes(4, 0, 1, seed=7, max_shapes=2)["train"]

@@ -40,7 +40,9 @@ def test_unknown_model_type_lists_supported_types(tmp_path):
     with pytest.raises(MastersError) as err:
         adapter_spec_for(tmp_path)
     text = str(err.value)
-    assert "mystery_vlm" in text and "qwen2_vl" in text and "smolvlm" in text
+    supported = [t.strip() for t in text.split("supported model types:")[1].split(";")[0].split(",")]
+    assert "'mystery_vlm'" in text and "mystery_vlm" not in supported
+    assert {"qwen2_vl", "smolvlm", "llava"} <= set(supported)
 
 
 @pytest.mark.parametrize("content", [None, "{not json", json.dumps({"architectures": []})])
