@@ -1,4 +1,10 @@
-"""Built-in VLM adapters and their checkpoint claims (by ``model_type``, no transformers import)."""
+"""Built-in VLM adapters and their checkpoint claims (by ``model_type``, no transformers import).
+
+Every registered adapter spec, built-in or plugin, already claims the model types its
+``model_types`` lists (``masters.adapters.resolve``); this hook answers the same for the built-ins
+so that a plugin's own ``masters_claim_checkpoint`` for one of their types is reported as a
+conflict by name. The hook is for claims that need more than the model type.
+"""
 
 from __future__ import annotations
 

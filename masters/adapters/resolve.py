@@ -57,9 +57,8 @@ def adapter_spec_for(model_spec: Any):
             return registry.get(adapter["name"], where=str(path)).spec_cls.model_validate(adapter)
         return adapter
     config = read_checkpoint_config(path)
-    name = components.claim_checkpoint(config, where=str(path))
-    if name is None:
-        name = claim_by_model_type(registry, config, where=str(path))
+    hooked = components.claim_checkpoint(config, where=str(path))
+    name = claim_by_model_type(registry, config, where=str(path), chosen=hooked)
     if name is None:
         model_type = config["model_type"]
         supported = sorted({t for e in registry for t in getattr(e.spec_cls, "model_types", ())} - {model_type})
@@ -72,23 +71,26 @@ def adapter_spec_for(model_spec: Any):
     return registry.get(name, where=str(path)).spec_cls()
 
 
-def claim_by_model_type(registry: Any, config: dict[str, Any], *, where: str | None = None) -> str | None:
+def claim_by_model_type(registry: Any, config: dict[str, Any], *, where: str | None = None,
+                        chosen: str | None = None) -> str | None:
     """The registered adapter whose spec's ``model_types`` holds ``config["model_type"]``.
 
-    When several do, the first registered (built-ins before plugins) wins, with a warning that
-    names every claimant and how to choose.
+    ``chosen`` is what a claim hook already answered: it wins (a custom claim is more specific).
+    Otherwise, when several specs claim the type, the first registered (built-ins before plugins)
+    wins. Either way, when several specs claim the type, a warning names them and how to choose.
     """
     model_type = config.get("model_type")
-    claims = [e for e in registry if model_type in getattr(e.spec_cls, "model_types", ())]
-    if len(claims) > 1:
+    claims = [e.name for e in registry if model_type in getattr(e.spec_cls, "model_types", ())]
+    winner = chosen if chosen is not None else (claims[0] if claims else None)
+    if len(claims) > 1 and winner in claims:
         import warnings
 
         from masters.plugins import PluginWarning
 
-        who = ", ".join(f"{e.name} ({e.origin})" for e in claims)
+        who = ", ".join(f"{n} ({registry.get(n).origin})" for n in claims)
         warnings.warn(f"{where or 'checkpoint'}: several adapters claim model_type {model_type!r} ({who}); "
-                      f"using {claims[0].name!r}. Set `adapter:` in the spec to choose.", PluginWarning, stacklevel=3)
-    return claims[0].name if claims else None
+                      f"using {winner!r}. Set `adapter:` in the spec to choose.", PluginWarning, stacklevel=3)
+    return winner
 
 
 def resolve_adapter(model_spec: Any, **context: Any):

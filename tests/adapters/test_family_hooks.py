@@ -82,7 +82,10 @@ def test_two_specs_claiming_one_model_type_warn_and_the_first_registered_wins(fr
         assert adapter_spec_for(_checkpoint(tmp_path, "shared_type")).name == "first_vlm"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert adapter_spec_for(_checkpoint(tmp_path, "llava")).name == "llava"  # built-ins claim silently
+        assert adapter_spec_for(_checkpoint(tmp_path, "llava")).name == "llava"  # one claimant: silent
+    _register(_spec("llava_again", ("llava",)), "three")
+    with pytest.warns(PluginWarning, match=r"llava .*llava_again .*using 'llava'"):
+        assert adapter_spec_for(_checkpoint(tmp_path, "llava")).name == "llava"  # a shadowed type is named
 
 
 def test_unclaimed_model_type_is_never_listed_as_supported(fresh_components, tmp_path):
