@@ -38,7 +38,7 @@ def bench_family(family: str, size: str, root: Path, repeats: int, new_tokens: i
     import torch
 
     from masters.adapters import resolve_adapter
-    from masters.data.shapes import generate_shapes
+    from masters.tasks.shapes import generate_shapes
     from masters.models import build_tiny_model
 
     path = root / f"{family}-{size}"

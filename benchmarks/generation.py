@@ -64,7 +64,7 @@ def bench_model(name: str, root: Path, batch_size: int, new_tokens: int, repeats
     import torch
 
     from masters.adapters import resolve_adapter
-    from masters.data.shapes import generate_shapes
+    from masters.tasks.shapes import generate_shapes
     from masters.engine.identity import derived_seed
     from masters.engine.sampling import LimitVocabulary, PerRowGumbelSampler, banned_response_ids
 

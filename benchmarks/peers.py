@@ -102,7 +102,7 @@ def _one_thread() -> None:
 def worker_prepare(a: dict) -> dict:
     """Tokenizer, teacher, student (masters venv), the shapes data as PNG + JSONL for TRL."""
     import masters.models.tiny as tiny
-    from masters.data.shapes import generate_shapes
+    from masters.tasks.shapes import generate_shapes
     from masters.models import build_tiny_model, build_tokenizer
 
     root = Path(a["root"])
@@ -157,7 +157,7 @@ def worker_masters_bank(a: dict) -> dict:
     from masters.bank.store import ResponseBank
     from masters.data import load_splits
     from masters.engine.generation import bank_dir, generate_bank
-    from masters.specs import validate_run_spec
+    from masters.config import validate_run_spec
 
     # Imports first, untimed, as for every contender (the TRL workers import trl, which pulls these in,
     # before their timers start). Loading the models stays in the timed bank stage: it is its own stage.
@@ -168,7 +168,7 @@ def worker_masters_bank(a: dict) -> dict:
 
     rss_imports = _rss_now_mib()
     spec = validate_run_spec(_masters_spec(a, Path(a["root"]) / "bank-run"))
-    splits = load_splits(spec.data)
+    splits = load_splits(spec.task)
     t0 = time.perf_counter()
     report = generate_bank(spec, progress=False, splits=splits)
     t1 = time.perf_counter()
@@ -204,7 +204,7 @@ def worker_masters(a: dict) -> dict:
     import masters.adapters.resolve  # noqa: F401
     import masters.masking.runtime  # noqa: F401
     from masters.engine.trainer import Trainer
-    from masters.specs import validate_run_spec
+    from masters.config import validate_run_spec
 
     rss_imports = _rss_now_mib()
     ends: list[float] = []

@@ -81,7 +81,7 @@ def demo_spec(out: Path, cache: Path | None):
 
 def prepare(spec, out: Path, n_eval: int) -> dict:
     """The task's splits, the shared tokenizer, the teacher and the base student (cached)."""
-    from masters.data.shapes import generate_shapes
+    from masters.tasks.shapes import generate_shapes
     from masters.demo.run import _trained_model
     from masters.models import build_tokenizer
 
@@ -126,7 +126,7 @@ def build_bank(base: dict) -> dict:
 
     from masters.bank.store import ResponseBank
     from masters.engine.pipeline import run_pipeline
-    from masters.specs import validate_run_spec
+    from masters.config import validate_run_spec
 
     config = copy.deepcopy(base)
     config["schedule"]["r_max"] = BANK_LEVELS_MAX
@@ -160,7 +160,7 @@ def evaluate_teacher_levels(spec, base: dict, teacher: Path, student: Path, test
     from masters.engine.evaluate import evaluate_model
     from masters.masking.runtime import MaskedTeacher
     from masters.ratios import Ratio
-    from masters.specs import validate_run_spec
+    from masters.config import validate_run_spec
 
     run = validate_run_spec(base)
     rows = []
@@ -267,7 +267,7 @@ def worker_gold(args: dict) -> dict:
 
 def run_gold(spec, args, prepared: dict, base: dict, out: Path) -> list[dict]:
     from masters.engine.evaluate import evaluate_model
-    from masters.specs import validate_run_spec
+    from masters.config import validate_run_spec
 
     data = export_gold_data(spec, prepared["splits"], prepared["student"], out)
     run = validate_run_spec(base)
@@ -595,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, grid in ABLATIONS.items()}
     objective_rows, policy_rows, negative_rows, rmax_bounded_rows = (ablation[k] for k in ABLATIONS)
     print(f"[evaluate] every student on {args.n_eval} test questions", flush=True)
-    from masters.specs import validate_run_spec
+    from masters.config import validate_run_spec
 
     rewards = validate_run_spec(base).rewards
     for rows in (main_rows, rmax_rows, mix_rows, lr_rows, objective_rows, policy_rows, negative_rows,

@@ -28,7 +28,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CHILD = r"""
 import json, sys, time, torch
 torch.set_num_threads(1)
-from masters.specs import validate_run_spec
+from masters.config import validate_run_spec
 from masters.engine.trainer import build_teacher_cache, train, training_dir
 spec = validate_run_spec(json.loads(sys.argv[1]))
 started = time.perf_counter()
@@ -73,7 +73,7 @@ def main() -> None:
     from masters.data import load_splits
     from masters.engine.generation import bank_dir, generate_bank
     from masters.models import build_tiny_model, build_tokenizer
-    from masters.specs import validate_run_spec
+    from masters.config import validate_run_spec
 
     tmp = Path(tempfile.mkdtemp(prefix="masters-teacher-signal-"))
     try:
@@ -97,7 +97,7 @@ def main() -> None:
         bank_run = tmp / "bank-run"
         spec = validate_run_spec({**base, "output_dir": str(bank_run)})
         generate_bank(spec, progress=False)
-        score_bank(ResponseBank(bank_dir(spec)), {s.id: s for s in load_splits(spec.data)["train"]},
+        score_bank(ResponseBank(bank_dir(spec)), {s.id: s for s in load_splits(spec.task)["train"]},
                    spec.rewards, progress=False)
 
         contenders = [("online", {"teacher_signal": "online"})]

@@ -26,6 +26,10 @@ class MastersError(Exception):
         return f"{head}\n  fix: {self.fix}" if self.fix else head
 
 
+class ConfigNote(UserWarning):
+    """An older config form that was accepted and mapped; the message prints the new form."""
+
+
 class ConfigError(MastersError):
     """A config file that is missing, unreadable or not valid YAML."""
 

@@ -11,7 +11,8 @@ plugins never register by import side effect, and the host records which distrib
 component came from. A spec class is a :class:`masters.specs.ComponentSpec` subclass whose ``name``
 field is a ``Literal`` and whose ``implementation`` points (lazily, as ``"module:Attr"``) at the
 class the engine builds; the interface that class must satisfy is in :mod:`masters.interfaces`.
-Built-in components register through these same hooks.
+Built-in components register through these same hooks. The seven kinds: maskers, restore
+schedules, rewards, VLM adapters, objectives, tasks and generation backends.
 """
 
 from __future__ import annotations
@@ -82,4 +83,45 @@ def masters_claim_checkpoint(config: dict[str, Any]) -> str | None:
     alone (usually ``config["model_type"]``) without importing transformers. The first non-None
     answer wins; an explicit ``adapter:`` in the run spec overrides every claim, and when two
     plugins claim the same checkpoint masters warns and names both.
+    """
+
+
+@hookspec
+def masters_register_objectives(register: Register) -> None:
+    """Register training objectives: what the training step optimises.
+
+    ``SpecClass.kind`` is ``"objective"``; the spec's :meth:`~masters.specs.ObjectiveSpec.requirements`
+    declares, without importing torch, what the objective needs: banked groups or the data's
+    reference answers, which teacher level (the restore schedule's or the unmasked teacher, or no
+    teacher), and which signals of the step (student log-probs, teacher divergence, accuracy
+    rewards, distillation reward, reference log-probs, group index). The trainer computes only
+    what is declared and hands it to the implementation, which satisfies
+    :class:`masters.interfaces.Objective` and returns the loss. Built-ins: ``masters``,
+    ``progressive_kd``, ``naive_kd``, ``sft``.
+    """
+
+
+@hookspec
+def masters_register_tasks(register: Register) -> None:
+    """Register tasks: data sources that build the train, validation and test splits.
+
+    ``SpecClass.kind`` is ``"task"``; the implementation satisfies :class:`masters.interfaces.Task`
+    (``splits() -> {"train": [...], "validation": [...], "test": [...]}`` of
+    :class:`masters.data.VQASample`, deterministic for a given spec). ``SpecClass.default_rewards``
+    may name the accuracy rewards a run uses when its config gives none. Built-ins: ``shapes``,
+    ``llava_json``, ``hf_datasets``.
+    """
+
+
+@hookspec
+def masters_register_backends(register: Register) -> None:
+    """Register generation backends: the engines that sample the response bank.
+
+    ``SpecClass.kind`` is ``"backend"``; the implementation satisfies
+    :class:`masters.interfaces.GenerationBackend` and declares its
+    :class:`masters.interfaces.BackendCapabilities` (per-row seeds, rows equal to the ``hf``
+    backend's, behaviour log-probs). What every backend must keep: each row sampled from its own
+    seed (so a resumed bank equals an uninterrupted one, whatever the batch), banned ids never
+    sampled, responses cut after the first EOS (kept) or at ``max_new_tokens``. Built-in: ``hf``
+    (transformers ``generate`` with the per-row Gumbel sampler).
     """

@@ -278,3 +278,194 @@ class VLMAdapter(Protocol):
     def save(self, directory: str) -> None:
         """``save_pretrained`` for the model and its processor (safetensors)."""
         ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Objectives
+# ---------------------------------------------------------------------------------------------
+
+# What an objective may ask of the training step (ObjectiveNeeds.signals):
+SIGNALS: tuple[str, ...] = (
+    "student_logprobs",  # per-token log-probs of the responses under the student (always computed)
+    "teacher_divergence",  # per-token JSD between the current (masked) teacher and the student
+    "accuracy_rewards",  # the banked rows' offline accuracy rewards
+    "distillation_reward",  # the distillation rewards of spec.rewards, from the same divergence
+    "reference_logprobs",  # per-token log-probs under the initial student (for a KL)
+    "group_index",  # which question group each response belongs to
+)
+
+
+@dataclass(frozen=True)
+class ObjectiveNeeds:
+    """What an objective declares it needs; the trainer computes exactly this and nothing more.
+
+    ``responses``: ``"bank"`` trains on banked groups (``n_teacher`` rows of the current teacher
+    level plus ``n_student`` student rows per question); ``"reference"`` trains on the data's
+    reference answers (no bank is generated). ``teacher``: ``"schedule"`` follows the restore
+    schedule, ``"unmasked"`` keeps the teacher at ratio 0, ``"none"`` never loads a teacher.
+    ``signals``: a subset of :data:`SIGNALS`.
+    """
+
+    responses: Literal["bank", "reference"]
+    teacher: Literal["schedule", "unmasked", "none"]
+    signals: frozenset[str] = frozenset({"student_logprobs"})
+
+    def __post_init__(self) -> None:
+        unknown = set(self.signals) - set(SIGNALS)
+        if unknown:
+            raise ValueError(f"unknown signal(s) {sorted(unknown)}; known: {', '.join(SIGNALS)}")
+        if self.teacher == "none" and {"teacher_divergence", "distillation_reward"} & set(self.signals):
+            raise ValueError("an objective without a teacher cannot ask for teacher_divergence or distillation_reward")
+        if self.responses == "reference" and {"accuracy_rewards", "distillation_reward"} & set(self.signals):
+            raise ValueError("rewards are defined on banked groups: responses must be 'bank'")
+
+    def wants(self, signal: str) -> bool:
+        return signal in self.signals
+
+
+@dataclass
+class StepInputs:
+    """What the trainer hands an objective for one micro-batch; fields it did not declare are None.
+
+    Per-token tensors are ``[B, T]`` over response positions (``mask`` marks real tokens, EOS
+    included); ``rewards`` maps each reward key to its ``[B]`` values and ``reward_weights`` to its
+    weight; ``reduction`` is ``training.token_averaging``.
+    """
+
+    student_logprobs: torch.Tensor
+    mask: torch.Tensor
+    reduction: Literal["sequence", "token"] = "sequence"
+    teacher_divergence: torch.Tensor | None = None
+    rewards: dict[str, torch.Tensor] | None = None
+    reward_weights: dict[str, float] | None = None
+    reference_logprobs: torch.Tensor | None = None
+    group_index: torch.Tensor | None = None
+    step: int = 0
+
+
+@dataclass
+class ObjectiveLoss:
+    """The objective's scalar loss (differentiable) and the scalars it logs (``loss/total`` included)."""
+
+    total: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """What the training step optimises (built with ``spec.build()``).
+
+    The trainer computes the signals the spec's ``requirements()`` declares and calls ``loss`` once
+    per micro-batch; the objective never loads models or reads the bank itself.
+    """
+
+    spec: Any
+
+    def loss(self, inputs: StepInputs) -> ObjectiveLoss: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks
+# ---------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A data source (built with ``spec.build()``): the three splits as lists of ``VQASample``.
+
+    Deterministic: the same spec gives the same samples with the same ids in the same order; ids
+    are unique across splits, and no record is shared between splits. An empty train split is an
+    error (``DataError``), never an empty list.
+    """
+
+    spec: Any
+
+    def splits(self) -> Mapping[str, Sequence[Any]]:
+        """``{"train": [...], "validation": [...], "test": [...]}``."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation backends
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackendCapabilities:
+    """What a generation backend guarantees (the bank refuses to mix backends whose rows differ).
+
+    ``per_row_seeds``: each row is sampled from its own seed, independently of batching and order,
+    so a resumed bank equals an uninterrupted one. ``rows_equal_hf``: its rows equal the ``hf``
+    backend's row for row (same sampler), so banks are shared across the two. ``behaviour_logprobs``:
+    it returns, per token, the log-prob under the distribution actually sampled from.
+    """
+
+    per_row_seeds: bool = True
+    rows_equal_hf: bool = False
+    behaviour_logprobs: bool = False
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """The generation spec's sampling parameters (temperature 0 is greedy)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 256
+
+
+@dataclass
+class GeneratedResponse:
+    """One sampled response: token ids, cut after the first EOS (kept), and optionally the
+    behaviour log-prob of each token."""
+
+    token_ids: list[int]
+    behaviour_logprobs: list[float] | None = None
+
+
+@runtime_checkable
+class GenerationSession(Protocol):
+    """One model opened by a backend, at a mask level the generation stage sets."""
+
+    eos_token_ids: list[int]
+
+    def vocab(self) -> Mapping[str, int]:
+        """The model's token-to-id map (teacher/student compatibility is checked on it)."""
+        ...
+
+    def set_level(self, level: Ratio) -> None:
+        """Move the (teacher's) mask to ``level``; a no-op for a session opened without a masker."""
+        ...
+
+    def generate(self, samples: Sequence[Any], seeds: Sequence[int], settings: SamplingSettings
+                 ) -> list[GeneratedResponse]:
+        """One response per sample (repeat a sample for several), row ``i`` sampled from ``seeds[i]``."""
+        ...
+
+    def decode(self, responses: Sequence[Sequence[int]]) -> list[str]: ...
+
+    def close(self) -> None:
+        """Release the model (and restore masked weights exactly)."""
+        ...
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    """An engine that samples the response bank (built with ``spec.build()``).
+
+    Guarantees every backend keeps (``masters.testing`` checks them): with ``per_row_seeds`` a row
+    depends only on its sample and seed; ids of padding, image placeholders and other special
+    tokens (EOS excepted) are never sampled, nor ids at or above ``vocab_limit``; a response stops
+    after its first EOS (kept) or at ``max_new_tokens``.
+    """
+
+    spec: Any
+    capabilities: BackendCapabilities
+
+    def open(self, model: Any, *, vocab_limit: int, masker: Any = None,
+             levels: Sequence[Ratio] = ()) -> GenerationSession:
+        """Open ``model`` (a run spec's model entry: ``path`` and optional ``adapter``), masked by
+        ``masker`` over ``levels`` when given (a teacher), for sampling."""
+        ...

@@ -33,6 +33,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "masters.schedules.plugin",
     "masters.rewards.plugin",
     "masters.adapters.plugin",
+    "masters.objectives.plugin",
+    "masters.tasks.plugin",
+    "masters.backends.plugin",
 )
 
 
@@ -77,7 +80,7 @@ def strict_plugins() -> bool:
 
 
 class Components:
-    """The loaded plugin manager and the four registries it filled."""
+    """The loaded plugin manager and the registries it filled, one per kind."""
 
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -85,6 +88,8 @@ class Components:
         self.registries: dict[str, Registry[Any]] = {kind: Registry(kind) for kind in KINDS}
         self.failures: list[PluginFailure] = []
         self.plugins: dict[str, PluginInfo] = {}
+        # What is derived from this plugin set (the assembled RunSpec): rebuilt with the manager.
+        self.cache: dict[str, Any] = {}
         self._load()
 
     # -- loading -----------------------------------------------------------------------------
@@ -243,6 +248,3 @@ def get_components() -> Components:
 def reset_components() -> None:
     """Forget the loaded plugins (tests change the environment variables and reload)."""
     get_components.cache_clear()
-    from masters import specs
-
-    specs.run_spec_model.cache_clear()

@@ -13,8 +13,10 @@ from typing import Any, Generic, TypeVar
 
 from masters.errors import DuplicateComponentError, PluginLoadError, UnknownComponentError
 
-KINDS: tuple[str, ...] = ("masker", "schedule", "reward", "adapter")
-KIND_PLURALS = {"masker": "maskers", "schedule": "schedules", "reward": "rewards", "adapter": "adapters"}
+# The seven kinds of component: everything an ablation swaps. Each has its own registration hook
+# (``masters_register_<plural>`` in masters.hookspecs), its own registry and its own spec base class.
+KINDS: tuple[str, ...] = ("masker", "schedule", "reward", "adapter", "objective", "task", "backend")
+KIND_PLURALS = {kind: f"{kind}s" for kind in KINDS}
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from masters.specs import load_run_spec
+from masters.config import load_run_spec
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

@@ -74,7 +74,7 @@ def test_config_naming_a_component_of_a_broken_plugin_names_the_plugin(site, fre
     install_fake_plugin(site, dist="masters-broken", module="broken_plugin", source="import not_a_real_module_xyz\n")
     with pytest.warns(PluginWarning):
         _load(fresh_components, allow="broken_plugin")
-    from masters.specs import validate_run_spec
+    from masters.config import validate_run_spec
 
     with pytest.raises(SpecError) as info:
         validate_run_spec({"teacher": "t", "student": "s", "masker": "broken-masker"})

@@ -7,7 +7,7 @@ import pytest
 
 from masters.errors import SpecError
 from masters.ratios import Ratio
-from masters.specs import load_run_spec, validate_component, validate_run_spec
+from masters.config import load_run_spec, validate_component, validate_run_spec
 
 MINIMAL = {"teacher": "models/teacher", "student": "models/student"}
 
@@ -22,7 +22,7 @@ def test_minimal_spec_gets_the_papers_defaults():
     spec = validate_run_spec(MINIMAL)
     assert spec.masker.name == "magnitude"
     assert (spec.schedule.name, spec.schedule.r_max, spec.schedule.step) == ("staircase", Ratio(2000), Ratio(500))
-    assert (spec.training.n_teacher, spec.training.n_student, spec.training.beta) == (4, 4, 0.1)
+    assert (spec.training.n_teacher, spec.training.n_student, spec.objective.beta) == (4, 4, 0.1)
     assert spec.training.learning_rate == 1e-6
     g = spec.generation
     assert (g.n_teacher_responses, g.temperature, g.top_p, g.top_k, g.repetition_penalty) == (8, 1.0, 0.9, 50, 1.05)
@@ -98,7 +98,7 @@ def test_specs_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from masters.specs import validate_run_spec; "
+    code = ("import sys; from masters.config import validate_run_spec; "
             "validate_run_spec({'teacher': 't', 'student': 's'}); "
             "print(sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -288,7 +288,7 @@ def import_files(spec: Any, files: Sequence[str | Path], *, force: bool = False,
     fingerprint = fingerprint_of(tokenizer)
     paths = [Path(f) for f in files]
     loaded = [(p, *read_rows(p)) for p in paths]  # read before the bank is touched: a bad path writes nothing
-    splits = splits or load_splits(spec.data)
+    splits = splits or load_splits(spec.task)
     fields = generation_fields(spec)
     bank = ResponseBank.open(bank_dir(spec), stage_hash=stage_hash("generate", fields), tokenizer_fingerprint=fingerprint,
                              metadata={"fields": json.loads(json.dumps(fields, default=str)), "provenance": provenance()},

@@ -40,7 +40,7 @@ def add_commands(subparsers: Any) -> None:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from masters.bank.importer import import_files
-    from masters.specs import load_run_spec
+    from masters.config import load_run_spec
 
     spec = load_run_spec(args.config)
     report = import_files(spec, args.files, force=args.force, tokenizer_fingerprint=args.tokenizer_fingerprint)
@@ -61,7 +61,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from masters.bank.inspect import inspect_bank, plot_degradation, render_table
-    from masters.specs import load_run_spec
+    from masters.config import load_run_spec
 
     spec = load_run_spec(args.config)
     stats, summary = inspect_bank(spec)
@@ -75,7 +75,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
     from masters.bank.importer import fingerprint_of, student_tokenizer
-    from masters.specs import load_run_spec
+    from masters.config import load_run_spec
 
     print(fingerprint_of(student_tokenizer(load_run_spec(args.config))))
     return 0

@@ -19,7 +19,7 @@ def add_commands(subparsers: Any) -> None:
     p.set_defaults(func=cmd_plugins)
 
     p = subparsers.add_parser("list", help="registered components, all kinds or one")
-    p.add_argument("kind", nargs="?", help="masker(s), schedule(s), reward(s) or adapter(s)")
+    p.add_argument("kind", nargs="?", help="a kind: masker, schedule, reward, adapter, objective, task or backend (singular or plural)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_list)
 
@@ -35,7 +35,7 @@ def add_commands(subparsers: Any) -> None:
     p.set_defaults(func=cmd_validate)
 
     p = subparsers.add_parser("schema", help="JSON Schema of the run config or of one kind's components")
-    p.add_argument("kind", nargs="?", help="masker, schedule, reward or adapter; omitted: the whole run config")
+    p.add_argument("kind", nargs="?", help="a kind (masker, schedule, reward, adapter, objective, task, backend); omitted: the whole run config")
     p.set_defaults(func=cmd_schema)
 
     p = subparsers.add_parser("catalog", help="regenerate or check the checked-in registry/ catalogue")
@@ -135,7 +135,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from masters.specs import load_run_spec
+    from masters.config import load_run_spec
 
     spec = load_run_spec(args.config)
     if args.show:
@@ -147,13 +147,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         console().print(
             f"[green]valid[/]: {args.config} (teachers: {teachers}; student: {spec.student.path}; "
             f"masker: {spec.masker.name}; schedule: {spec.schedule.name}; "
-            f"rewards: {', '.join(r.name for r in spec.rewards)}; method: {spec.training.method})"
+            f"rewards: {', '.join(r.name for r in spec.rewards)}; objective: {spec.objective.name}; "
+            f"task: {spec.task.name}; backend: {spec.backend.name})"
         )
     return 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from masters.specs import schema_for
+    from masters.config import schema_for
 
     kind = _components().registry(args.kind).kind if args.kind else None
     print(json.dumps(schema_for(kind), indent=2, sort_keys=True))

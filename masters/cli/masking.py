@@ -30,7 +30,7 @@ def timeline(args: argparse.Namespace) -> int:
     from masters.errors import MastersError
     from masters.schedules.chain import TeacherChain, planned_total_steps
     from masters.schedules.timeline import plot_timeline, timeline_rows
-    from masters.specs import load_run_spec
+    from masters.config import load_run_spec
 
     spec = load_run_spec(args.config)
     total = args.steps or planned_total_steps(spec)
@@ -58,7 +58,7 @@ def mask(args: argparse.Namespace) -> int:
     from masters.cli.output import console
     from masters.errors import MastersError
     from masters.masking.export import export_masked_checkpoint
-    from masters.specs import load_run_spec
+    from masters.config import load_run_spec
 
     spec = load_run_spec(args.config)
     if not 0 <= args.teacher < len(spec.teachers):

@@ -51,7 +51,7 @@ def add_commands(subparsers: Any) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from masters.engine.generation import generate_bank
-    from masters.specs import load_run_spec
+    from masters.config import load_run_spec
 
     spec = load_run_spec(args.config)
     report = generate_bank(spec, force=args.force)
@@ -71,10 +71,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     from masters.bank.store import ResponseBank
     from masters.data import load_splits
     from masters.engine.generation import bank_dir
-    from masters.specs import load_run_spec
+    from masters.config import load_run_spec
 
     spec = load_run_spec(args.config)
-    samples = {s.id: s for s in load_splits(spec.data)["train"]}
+    samples = {s.id: s for s in load_splits(spec.task)["train"]}
     bank = ResponseBank(bank_dir(spec))
     bank.manifest()  # a clear error when the bank does not exist yet
     # The judge defaults to the unmasked teacher: the largest of the chain, which comes last.
@@ -87,7 +87,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from masters.engine.pipeline import STAGES, run_pipeline
     from masters.errors import MastersError
-    from masters.specs import load_run_spec
+    from masters.config import load_run_spec
 
     spec = load_run_spec(args.config)
     stages = None
@@ -107,7 +107,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from masters.engine.ablate import parse_grid, run_grid, summarise
-    from masters.specs import read_config
+    from masters.config import read_config
 
     base = read_config(args.config)
     grid = parse_grid(args.grid + ([f"seed={args.seeds}"] if args.seeds else []))
@@ -131,7 +131,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from masters.engine.trainer import build_teacher_cache, train
-    from masters.specs import load_run_spec
+    from masters.config import load_run_spec
 
     spec = load_run_spec(args.config)
     if args.cache_only:
@@ -154,11 +154,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from masters.data import load_splits
     from masters.engine.evaluate import evaluate_model, write_result
-    from masters.specs import load_run_spec
+    from masters.config import load_run_spec
 
     spec = load_run_spec(args.config)
     model = args.model or str(Path(spec.output_dir) / "student")
-    samples = load_splits(spec.data)[args.split]
+    samples = load_splits(spec.task)[args.split]
     result = evaluate_model(model, samples, spec.rewards, split=args.split, max_new_tokens=args.max_new_tokens)
     write_result(result, Path(spec.output_dir) / "eval" / f"{Path(model).name}-{args.split}.json")
     _table(f"evaluation of {model} on {args.split} ({result.n} samples)",

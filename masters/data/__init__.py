@@ -1,18 +1,27 @@
-"""Data: the sample type, the synthetic shapes task, and loaders for real VQA data.
+"""Data: the sample type every component exchanges, and the splits of a run's task.
 
-``load_splits(data_spec) -> {"train": [...], "validation": [...], "test": [...]}`` of
-:class:`VQASample` for any data spec (``ShapesData``, ``LlavaJsonData``, ``HFDatasetData``).
+``load_splits(task_spec) -> {"train": [...], "validation": [...], "test": [...]}`` of
+:class:`VQASample` for any registered task (``masters list tasks``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from masters.data.types import VQASample, load_image
 
-__all__ = ["VQASample", "load_image", "load_splits"]
+__all__ = ["SPLITS", "VQASample", "load_image", "load_splits"]
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 
-def load_splits(data_spec):  # noqa: D401 - thin re-export, keeps this module import-light
-    """Every split of a data spec as lists of :class:`VQASample` (see ``masters.data.loaders``)."""
-    from masters.data.loaders import load_splits as _load
+def load_splits(task_spec: Any) -> dict[str, list[VQASample]]:
+    """Every split of a task spec, built by the task's implementation; an empty train split is an error."""
+    from masters.errors import DataError
 
-    return _load(data_spec)
+    built = task_spec.build().splits()
+    splits = {name: list(built.get(name, ())) for name in SPLITS}
+    if not splits["train"]:
+        raise DataError(f"task {task_spec.name!r} gave an empty train split", where="task",
+                        fix="check the task's fields (more training questions, the right path or split)")
+    return splits

@@ -113,7 +113,7 @@ def run_demo(spec: DemoSpec, *, progress: bool = True, say: Say | None = None) -
 
 
 def _run(spec: DemoSpec, out: Path, result: DemoResult, progress: bool, say: Say) -> None:
-    from masters.data.shapes import generate_shapes
+    from masters.tasks.shapes import generate_shapes
     from masters.models import build_tokenizer
 
     timer = _Timer(spec, result, say)
@@ -191,7 +191,7 @@ def tiny_patch(patch: int) -> Iterator[None]:
 
 def model_key(spec: DemoSpec, role: str, model: DemoModel) -> str:
     """What a cached teacher (or base student) depends on: its settings and the task's."""
-    task = spec.data.model_dump(mode="json")
+    task = spec.data.identity()
     task.pop("n_train", None), task.pop("n_validation", None), task.pop("n_test", None)
     return stage_hash(f"demo-{role}", {"model": model, "task": task})[:12]
 
@@ -201,7 +201,7 @@ def _trained_model(spec: DemoSpec, role: str, model: DemoModel, tokenizer: Path,
     """Build and SFT-train one model, or reuse it from the cache; returns (dir, cached, metrics path)."""
     from masters.engine.trainer import train
     from masters.models import build_tiny_model
-    from masters.specs import validate_run_spec
+    from masters.config import validate_run_spec
 
     home = spec.cache / f"{role}-{model_key(spec, role, model)}"
     final = home / "model"
@@ -217,9 +217,9 @@ def _trained_model(spec: DemoSpec, role: str, model: DemoModel, tokenizer: Path,
         build_tiny_model(model.family, model.size, init, tokenizer_dir=tokenizer, seed=model.seed, **model.dims)
     run = validate_run_spec({
         "output_dir": str(home / "run"), "seed": model.seed, "teacher": str(init), "student": str(init),
-        "data": {**spec.data.model_dump(), "n_train": model.n_train, "n_test": spec.n_test, "n_validation": 0},
-        "rewards": ["exact_match"],
-        "training": {"method": "sft", "learning_rate": model.learning_rate, "questions_per_step": model.batch_size,
+        "task": {**spec.data.model_dump(), "n_train": model.n_train, "n_test": spec.n_test, "n_validation": 0},
+        "rewards": ["exact_match"], "objective": "sft",
+        "training": {"learning_rate": model.learning_rate, "questions_per_step": model.batch_size,
                      "passes": model.passes, "checkpoint_every": 10**9},
     })
     say(f"  {role}: training {model.family} {model.size} from scratch "
@@ -241,18 +241,19 @@ def _prefix(splits: dict[str, list[Any]], n_train: int) -> dict[str, list[Any]]:
 
 
 def _distill_spec(spec: DemoSpec, method: str, teacher: Path, student: Path) -> Any:
-    from masters.specs import validate_run_spec
+    from masters.config import validate_run_spec
 
     d = spec.distill
     return validate_run_spec({
         "output_dir": str(Path(spec.output_dir) / method), "seed": spec.seed,
         "teacher": str(teacher), "student": str(student),
-        "data": {**spec.data.model_dump(), "n_train": d.n_train, "n_test": spec.n_test, "n_validation": 0},
+        "task": {**spec.data.model_dump(), "n_train": d.n_train, "n_test": spec.n_test, "n_validation": 0},
+        "objective": method,
         "schedule": {"name": "staircase", "r_max": d.r_max, "step": d.step},
         "rewards": ["exact_match", "jsd_distill"],
         "generation": {"n_teacher_responses": d.n_teacher_responses, "n_student_responses": d.n_student_responses,
                        "max_new_tokens": d.max_new_tokens, "batch_size": 32},
-        "training": {"method": method, "learning_rate": d.learning_rate, "n_teacher": d.n_teacher,
+        "training": {"learning_rate": d.learning_rate, "n_teacher": d.n_teacher,
                      "n_student": d.n_student, "questions_per_step": d.questions_per_step,
                      "checkpoint_every": 10**9},
     })

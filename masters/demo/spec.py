@@ -11,7 +11,8 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from masters.specs import ShapesData, StrictModel
+from masters.specs import StrictModel
+from masters.tasks.specs import ShapesTaskSpec
 
 # Questions a tiny model answers from colour, count, size and place; "shape" and "exists" need
 # shape recognition at 3-7 px, which a from-scratch teacher learns far more slowly (measured).
@@ -72,8 +73,8 @@ class DemoSpec(StrictModel):
         "(default: OUTPUT_DIR/cache). Keyed by their settings, so a changed setting trains anew.")
     threads: int = Field(1, ge=1, description="torch intra-op threads (1 is fastest for tiny models).")
     seed: int = Field(0, description="Run seed of the distillation runs (student data order, groups).")
-    data: ShapesData = Field(
-        default_factory=lambda: ShapesData(forms=("open",), question_types=DEMO_QUESTION_TYPES),
+    data: ShapesTaskSpec = Field(
+        default_factory=lambda: ShapesTaskSpec(forms=("open",), question_types=DEMO_QUESTION_TYPES),
         description="The shapes task (n_train / n_test here are ignored: each phase sets its own).")
     n_test: int = Field(300, ge=1, description="Test questions every model is evaluated on.")
     teacher: DemoModel = Field(default_factory=lambda: DemoModel(size="small", n_train=4000, passes=4, seed=1))
@@ -83,6 +84,16 @@ class DemoSpec(StrictModel):
     min_teacher_accuracy: float = Field(0.8, ge=0, le=1, description="Warn below this teacher accuracy.")
     min_teacher_margin: float = Field(0.2, ge=0, le=1, description="Warn when the teacher leads the base "
                                       "student by less than this.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_data_form(cls, data: object) -> object:
+        """``data: {source: shapes}`` (before tasks were components) means ``data: {name: shapes}``."""
+        if isinstance(data, dict) and isinstance(data.get("data"), dict) and "source" in data["data"]:
+            task = dict(data["data"])
+            task.setdefault("name", task.pop("source"))
+            data = {**data, "data": task}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> DemoSpec:
@@ -109,7 +120,8 @@ def load_demo_spec(path: str | Path | None = None, **overrides: object) -> DemoS
     from pydantic import ValidationError
 
     from masters.errors import SpecError
-    from masters.specs import _problem, read_config
+    from masters.config import _problem
+    from masters.config import read_config
 
     data = dict(read_config(path)) if path is not None else {}
     data.update({k: v for k, v in overrides.items() if v is not None})

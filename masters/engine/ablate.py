@@ -98,7 +98,7 @@ def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
 
 def build_cells(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], out: Path) -> list[Cell]:
     from masters.engine.generation import generation_fields
-    from masters.specs import validate_run_spec
+    from masters.config import validate_run_spec
 
     keys = list(grid)
     cells, problems = [], []
@@ -111,7 +111,8 @@ def build_cells(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], out:
         config["output_dir"] = str(out / "cells" / key)
         cell = Cell(overrides, config, key=key)
         try:
-            cell.spec = validate_run_spec(config, source=f"cell {cell.label}")
+            # older config forms are noted once, not once per cell
+            cell.spec = validate_run_spec(config, source=f"cell {cell.label}", notes=not cells and not problems)
         except SpecError as exc:
             problems.extend((f"[{cell.label}] {loc}", msg) for loc, msg in exc.problems)
             continue
@@ -123,7 +124,7 @@ def build_cells(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], out:
         if not cell.config.get("bank_dir"):
             shared = out / "banks" / stage_hash("generate", generation_fields(cell.spec))[:10]
             cell.config["bank_dir"] = str(shared)
-            cell.spec = validate_run_spec(cell.config)
+            cell.spec = validate_run_spec(cell.config, notes=False)
     return cells
 
 
@@ -147,7 +148,8 @@ def run_grid(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], out: st
             "cell": cell.key, **{f"grid.{k}": v for k, v in cell.overrides.items()},
             **{f"accuracy.{k}": v for k, v in evaluation["accuracy"].items()},
             "components": {"masker": cell.spec.masker.name, "schedule": cell.spec.schedule.name,
-                           "rewards": [r.name for r in cell.spec.rewards], "method": cell.spec.training.method,
+                           "rewards": [r.name for r in cell.spec.rewards], "objective": cell.spec.objective.name,
+                           "task": cell.spec.task.name, "backend": cell.spec.backend.name,
                            "adapter_student": (cell.spec.student.adapter or {}) and cell.spec.student.adapter.name},
             "stage_identities": {k: v["identity"] for k, v in stages.items()},
             "seconds": {k: v["seconds"] for k, v in stages.items()},

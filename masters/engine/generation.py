@@ -5,8 +5,9 @@ a question; ``all``: every level), ``n_teacher_responses`` per question; then
 ``n_student_responses`` per question from the student, once. Work is cut into fixed batches of
 ``generation.batch_size`` questions in a fixed order; a batch is written as one atomic shard, and
 a rerun skips every batch already banked. Each row is sampled with its own seed (from the bank
-seed, teacher, level, question and sample index) by :class:`PerRowGumbelSampler`, so a resumed
-bank equals an uninterrupted one and adding questions or levels never changes existing rows.
+seed, teacher, level, question and sample index) by the run's generation backend (``backend``;
+the built-in ``hf`` uses :class:`PerRowGumbelSampler`), so a resumed bank equals an uninterrupted
+one and adding questions or levels never changes existing rows.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from masters.bank.schema import STUDENT, TEACHER, row_id
 from masters.bank.store import ResponseBank
@@ -26,28 +27,43 @@ from masters.engine.faults import kill_point
 from masters.engine.progress import progress_bar
 from masters.engine.identity import derived_seed, provenance, stage_hash
 from masters.engine.plan import required_levels, training_plan
+from masters.interfaces import GenerationSession, SamplingSettings
 from masters.ratios import Ratio
+
+if TYPE_CHECKING:
+    from masters.specs import RunSpec
 
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed")
 
 
-def bank_dir(spec: Any) -> Path:
+def bank_dir(spec: RunSpec) -> Path:
     """The run's bank: ``bank_dir`` when the spec shares one, else ``output_dir/bank``."""
     return Path(spec.bank_dir) if getattr(spec, "bank_dir", None) else Path(spec.output_dir) / "bank"
 
 
-def generation_fields(spec: Any) -> dict[str, Any]:
+def generation_fields(spec: RunSpec) -> dict[str, Any]:
     """The spec fields the generation stage reads for its identity (decision 9).
 
     Counts of responses, levels and questions are *not* here: they are keys of the rows, so
-    changing them extends the bank.
+    changing them extends the bank. The backend enters only when its rows differ from the ``hf``
+    backend's (``row_identity()``), so backends with equal rows share one bank.
     """
-    return {
+    fields: dict[str, Any] = {
         "teachers": [{"path": t.path, "adapter": t.adapter} for t in spec.teachers],
         "student": {"path": spec.student.path, "adapter": spec.student.adapter},
         "masker": spec.masker,
         "generation": {k: getattr(spec.generation, k) for k in SAMPLING_FIELDS},
     }
+    rows = spec.backend.row_identity()
+    if rows is not None:
+        fields["backend"] = rows
+    return fields
+
+
+def sampling_settings(spec: RunSpec) -> SamplingSettings:
+    gen = spec.generation
+    return SamplingSettings(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
+                            repetition_penalty=gen.repetition_penalty, max_new_tokens=gen.max_new_tokens)
 
 
 def tokenizer_fingerprint(adapter: Any) -> str:
@@ -69,16 +85,14 @@ class GenerationReport:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-def generate_bank(spec: Any, *, force: bool = False, progress: bool = True,
+def generate_bank(spec: RunSpec, *, force: bool = False, progress: bool = True,
                   splits: dict[str, list[Any]] | None = None) -> GenerationReport:
     """Fill the run's bank with every row the spec asks for; return what was written."""
     from masters.adapters.compat import check_compatible
-    from masters.adapters.resolve import resolve_adapter
     from masters.data import load_splits
-    from masters.masking.runtime import MaskedTeacher
     from masters.schedules.chain import TeacherChain
 
-    splits = splits or load_splits(spec.data)
+    splits = splits or load_splits(spec.task)
     train = splits["train"]
     by_id = {s.id: s for s in train}
     question_ids = [s.id for s in train]
@@ -88,20 +102,21 @@ def generate_bank(spec: Any, *, force: bool = False, progress: bool = True,
     report = GenerationReport()
 
     vocab_size = check_tokenizers(spec)  # before any compute: a mismatch found after hours of generation is useless
-    student = resolve_adapter(spec.student)
+    backend = spec.backend.build()
+    student = backend.open(spec.student, vocab_limit=vocab_size)
     fingerprint = tokenizer_fingerprint(student)
     student_tokenizer = _TokenizerOnly(student.tokenizer)
     bank = ResponseBank.open(
         bank_dir(spec), stage_hash=stage_hash("generate", generation_fields(spec)), tokenizer_fingerprint=fingerprint,
         metadata={"fields": json.loads(json.dumps(generation_fields(spec), default=_json_default)),
-                  "provenance": provenance()}, force=force,
+                  "backend": spec.backend.model_dump(mode="json"), "provenance": provenance()}, force=force,
     )
     report.rows_present = len(bank)
     started = time.perf_counter()
     with progress_bar(progress) as bar:
         if gen.n_student_responses:
-            _fill(bank, student, STUDENT, "", None, question_ids, gen.n_student_responses, by_id, spec, report, bar,
-                  vocab_size)
+            _fill(bank, student, STUDENT, "", None, question_ids, gen.n_student_responses, by_id, spec, report, bar)
+        student.close()
         del student
         gc.collect()
         for t_index, teacher_spec in enumerate(spec.teachers):
@@ -109,22 +124,23 @@ def generate_bank(spec: Any, *, force: bool = False, progress: bool = True,
             if not any(_missing(bank, TEACHER, teacher_spec.path, lvl, qs, gen.n_teacher_responses)
                        for lvl, qs in levels.items()):
                 continue
-            teacher = resolve_adapter(teacher_spec)
-            check_compatible(teacher, student_tokenizer, where=f"teachers.{t_index} ({teacher_spec.path})")
-            masked = MaskedTeacher.from_model(teacher.model, spec.masker, chain.levels(t_index),
-                                              maskable=teacher.maskable_parameters())
-            for level, qids in levels.items():
-                masked.set_level(level)
-                _fill(bank, teacher, TEACHER, teacher_spec.path, level, qids, gen.n_teacher_responses, by_id, spec,
-                      report, bar, vocab_size)
-            masked.close()
-            del teacher, masked
+            teacher = backend.open(teacher_spec, vocab_limit=vocab_size, masker=spec.masker,
+                                   levels=chain.levels(t_index))
+            try:
+                check_compatible(teacher, student_tokenizer, where=f"teachers.{t_index} ({teacher_spec.path})")
+                for level, qids in levels.items():
+                    teacher.set_level(level)
+                    _fill(bank, teacher, TEACHER, teacher_spec.path, level, qids, gen.n_teacher_responses, by_id,
+                          spec, report, bar)
+            finally:
+                teacher.close()
+            del teacher
             gc.collect()
     report.seconds = time.perf_counter() - started
     return report
 
 
-def check_tokenizers(spec: Any) -> int:
+def check_tokenizers(spec: RunSpec) -> int:
     """Refuse teachers whose tokenizer differs from the student's; return the shared vocab length."""
     from transformers import AutoTokenizer
 
@@ -155,11 +171,11 @@ def _missing(bank: ResponseBank, source: str, teacher: str, level: Ratio | None,
     return any(row_id(source, teacher, bp, q, k) not in keys for q in qids for k in range(n))
 
 
-def _fill(bank: ResponseBank, adapter: Any, source: str, teacher: str, level: Ratio | None, qids: Sequence[str],
-          n: int, by_id: dict[str, Any], spec: Any, report: GenerationReport, bar: Any, vocab_size: int) -> None:
-    from masters.engine.sampling import LimitVocabulary, PerRowGumbelSampler, banned_response_ids
-
+def _fill(bank: ResponseBank, session: GenerationSession, source: str, teacher: str, level: Ratio | None,
+          qids: Sequence[str], n: int, by_id: dict[str, Any], spec: RunSpec, report: GenerationReport,
+          bar: Any) -> None:
     gen = spec.generation
+    settings = sampling_settings(spec)
     bp = None if level is None else level.bp
     keys = bank.keys()
     batches = [qids[i:i + gen.batch_size] for i in range(0, len(qids), gen.batch_size)]
@@ -168,18 +184,12 @@ def _fill(bank: ResponseBank, adapter: Any, source: str, teacher: str, level: Ra
     task = bar.add_task(f"generate {label}", total=sum(len(b) * n for b in todo)) if bar else None
     params = json.dumps({k: getattr(gen, k) for k in SAMPLING_FIELDS}, sort_keys=True)
     identity = bank.manifest()["stage_hash"]  # read once, not once per row
+    eos = set(session.eos_token_ids)
     for batch in todo:
         seeds = [derived_seed(gen.seed, source, teacher, bp, q, k) for q in batch for k in range(n)]
-        processors = [LimitVocabulary(vocab_size, banned_response_ids(adapter))]
-        if gen.temperature > 0:
-            processors.append(PerRowGumbelSampler(seeds, temperature=gen.temperature, top_k=gen.top_k, top_p=gen.top_p))
-        # Rows are repeated by hand (sample-major): transformers refuses num_return_sequences > 1
-        # without do_sample, and the sampling happens in our logits processor.
-        outputs = adapter.generate([by_id[q] for q in batch for _ in range(n)], max_new_tokens=gen.max_new_tokens,
-                                   do_sample=False, repetition_penalty=gen.repetition_penalty,
-                                   logits_processor=processors)
-        texts = adapter.decode(outputs)
-        eos = set(adapter.eos_token_ids)
+        generated = session.generate([by_id[q] for q in batch for _ in range(n)], seeds, settings)
+        outputs = [g.token_ids for g in generated]
+        texts = session.decode(outputs)
         rows = []
         for i, (ids, text) in enumerate(zip(outputs, texts)):
             q, k = batch[i // n], i % n

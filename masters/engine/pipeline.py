@@ -12,25 +12,29 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from masters.engine.identity import stage_hash
 
+if TYPE_CHECKING:
+    from masters.specs import RunSpec
+
 STAGES: tuple[str, ...] = ("generate", "score", "train", "evaluate")
-PLAN_FIELDS = ("method", "questions_per_step", "gradient_accumulation_steps", "passes")
+PLAN_FIELDS = ("questions_per_step", "gradient_accumulation_steps", "passes")
 
 
-def stage_identity(spec: Any, stage: str) -> str:
+def stage_identity(spec: RunSpec, stage: str) -> str:
     from masters.engine.generation import generation_fields
     from masters.engine.trainer import training_fields
 
     if stage == "generate":
         # What decides which rows the bank needs: the plan (data, chain, schedule, the training
         # fields that shape steps) and the response counts; not the learning rate or the loss.
-        plan = {k: getattr(spec.training, k) for k in PLAN_FIELDS}
+        # (``method`` is the objective's name: it decides the teacher level and whether a bank is needed.)
+        plan = {"method": spec.objective.name, **{k: getattr(spec.training, k) for k in PLAN_FIELDS}}
         from masters.engine.generation import bank_dir
 
-        return stage_hash("generate-run", {**generation_fields(spec), "data": spec.data, "schedule": spec.schedule,
+        return stage_hash("generate-run", {**generation_fields(spec), "data": spec.task.identity(), "schedule": spec.schedule,
                                            "teachers": spec.teachers, "plan": plan, "counts": spec.generation,
                                            "bank_dir": str(bank_dir(spec))})
     if stage == "score":
@@ -38,16 +42,14 @@ def stage_identity(spec: Any, stage: str) -> str:
     if stage == "train":
         return stage_hash("train", training_fields(spec))
     if stage == "evaluate":
-        return stage_hash("evaluate", {"train": stage_identity(spec, "train"), "data": spec.data,
+        return stage_hash("evaluate", {"train": stage_identity(spec, "train"), "data": spec.task.identity(),
                                        "rewards": spec.rewards})
     raise ValueError(stage)
 
 
-def needed_stages(spec: Any) -> list[str]:
-    from masters.engine.trainer import METHODS
-
-    if METHODS[spec.training.method].responses == "reference":
-        return ["train", "evaluate"]  # SFT and naive KD train on the data's answers: no bank
+def needed_stages(spec: RunSpec) -> list[str]:
+    if spec.objective.requirements().responses == "reference":
+        return ["train", "evaluate"]  # objectives on the data's answers (SFT, naive KD): no bank
     return list(STAGES)
 
 
@@ -70,7 +72,7 @@ class StageLog:
         os.replace(tmp, self.path)
 
 
-def run_pipeline(spec: Any, *, stages: Sequence[str] | None = None, progress: bool = True,
+def run_pipeline(spec: RunSpec, *, stages: Sequence[str] | None = None, progress: bool = True,
                  on_stage: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """Run the stages in order; return ``{stage: "skipped" | summary}``."""
     from masters.bank.scoring import score_bank
@@ -82,7 +84,7 @@ def run_pipeline(spec: Any, *, stages: Sequence[str] | None = None, progress: bo
 
     out = Path(spec.output_dir)
     log = StageLog(out)
-    splits = load_splits(spec.data)
+    splits = load_splits(spec.task)
     results: dict[str, Any] = {}
     for stage in stages or needed_stages(spec):
         identity = stage_identity(spec, stage)

@@ -14,16 +14,14 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from masters.engine.identity import derived_seed
 from masters.ratios import Ratio
 from masters.schedules.chain import TeacherChain
 
-
-# Which teacher level each training method sees: the restore schedule, a fixed mask at r_max, or
-# the unmasked teacher (naive distillation; SFT ignores the teacher).
-LEVEL_MODES = {"fixed_mask": "fixed", "naive_kd": "unmasked", "sft": "unmasked"}
+if TYPE_CHECKING:
+    from masters.specs import RunSpec
 
 
 @dataclass(frozen=True)
@@ -35,12 +33,12 @@ class PlannedStep:
     question_ids: tuple[str, ...]
 
 
-def questions_per_step(spec: Any, world_size: int = 1) -> int:
+def questions_per_step(spec: RunSpec, world_size: int = 1) -> int:
     t = spec.training
     return t.questions_per_step * t.gradient_accumulation_steps * world_size
 
 
-def training_plan(spec: Any, question_ids: Sequence[str], *, world_size: int = 1,
+def training_plan(spec: RunSpec, question_ids: Sequence[str], *, world_size: int = 1,
                   chain: TeacherChain | None = None) -> list[PlannedStep]:
     """Every optimizer step of the run, in order."""
     chain = chain or TeacherChain.from_run_spec(spec)
@@ -52,14 +50,14 @@ def training_plan(spec: Any, question_ids: Sequence[str], *, world_size: int = 1
         random.Random(derived_seed("plan", bank_seed, pass_index)).shuffle(ids)
         order.extend(ids)
     total = max(1, math.ceil(len(order) / per_step))
-    mode = LEVEL_MODES.get(spec.training.method, "schedule")
+    # The objective says which teacher level it trains against: the restore schedule's, or the
+    # unmasked teacher (naive distillation; an objective without a teacher is planned the same way).
+    follows_schedule = spec.objective.requirements().teacher == "schedule"
     steps = []
     for step in range(total):
         pos = chain.at(step, total)
         stage, level = pos.stage, pos.level
-        if mode == "fixed":  # a fixed mask: the teacher's largest level all along
-            stage, level = 0, chain.levels(pos.teacher)[0]
-        elif mode == "unmasked":
+        if not follows_schedule:
             stage, level = len(chain.levels(pos.teacher)) - 1, Ratio(0)
         steps.append(PlannedStep(step, pos.teacher, stage, level, tuple(order[step * per_step:(step + 1) * per_step])))
     return _shuffle_within_stages(steps, spec.seed, per_step)
@@ -81,7 +79,7 @@ def _shuffle_within_stages(steps: list[PlannedStep], seed: int, per_step: int) -
     return out
 
 
-def required_levels(spec: Any, plan: Sequence[PlannedStep], question_ids: Sequence[str],
+def required_levels(spec: RunSpec, plan: Sequence[PlannedStep], question_ids: Sequence[str],
                     chain: TeacherChain) -> dict[int, dict[Ratio, list[str]]]:
     """teacher index -> level -> questions to generate there (``scheduled`` or ``all``)."""
     need: dict[int, dict[Ratio, set[str]]] = {i: {} for i in range(len(spec.teachers))}

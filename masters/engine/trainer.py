@@ -1,18 +1,14 @@
-"""The mask-progressive offline RL trainer (method.md section 6) and its baselines.
+"""The training loop: one engine for every objective (method.md section 6).
 
 At every optimizer step the plan (teacher chain + restore schedule) sets the teacher and its
-mask level. A micro-batch of question groups (``n_teacher`` banked responses of the current
-level plus ``n_student`` banked student responses) is teacher-forced through the masked teacher
-and the student in one forward each; the per-token JSD gives both the distillation loss and,
-detached and group-normalised, the distillation reward (decision 7), which is added to the
-offline accuracy reward. Advantages are group-normalised, and
-
-    loss = policy (ratio identically 1) + beta * k3 KL to the initial student + JSD loss.
-
-The baselines run through the same loop (``training.method``): SFT and naive KD train on the
-data's reference answers; mask-progressive KD drops the RL terms; ``masters_no_distill_reward``
-drops the distillation reward; ``fixed_mask`` keeps the teacher at ``r_max``.
-``training.negative_advantages`` bounds how far the policy term pushes responses down (see losses).
+mask level. The run's objective (a component: ``masters``, ``progressive_kd``, ``naive_kd``,
+``sft`` or a plugin's) declares what it needs (:class:`masters.interfaces.ObjectiveNeeds`), and
+the trainer computes exactly that for each micro-batch: banked question groups (``n_teacher``
+responses of the current level plus ``n_student`` student responses) or the data's reference
+answers, teacher-forced through the student and, when asked, the masked teacher; the per-token
+JSD (the teacher divergence), the offline accuracy rewards, the distillation reward from the same
+JSD (decision 7), reference log-probs and group index. The objective turns them into the loss.
+The trainer never branches on an objective's name.
 
 accelerate drives devices, mixed precision and data parallelism: each process takes its share of
 every optimizer step's questions, so N processes train on the same global batch as one.
@@ -24,45 +20,23 @@ import contextlib
 import gc
 import json
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from masters.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from masters.engine.faults import kill_point
 from masters.engine.identity import provenance, stage_hash
-from masters.engine.progress import progress_bar
-from masters.engine.losses import group_advantages, masters_loss
 from masters.engine.plan import PlannedStep, training_plan
+from masters.engine.progress import progress_bar
 from masters.errors import MastersError
+from masters.interfaces import ObjectiveNeeds, StepInputs
 
-
-@dataclass(frozen=True)
-class Method:
-    responses: str  # "bank" (banked groups) or "reference" (the data's answers)
-    teacher: bool  # needs the (masked) teacher's logits
-    policy: float  # weight of the policy term (0: no RL)
-    accuracy: bool  # accuracy reward in R
-    distill_reward: bool  # distillation reward in R
-    kl: bool  # KL to the initial student
-
-
-METHODS: dict[str, Method] = {
-    "masters": Method("bank", True, 1.0, True, True, True),
-    "masters_no_distill_reward": Method("bank", True, 1.0, True, False, True),
-    "fixed_mask": Method("bank", True, 1.0, True, True, True),
-    "progressive_kd": Method("bank", True, 0.0, False, False, False),
-    "naive_kd": Method("reference", True, 0.0, False, False, False),
-    "sft": Method("reference", False, 0.0, False, False, False),
-}
-
-
-class GroupSignalWarning(UserWarning):
-    """Every response of a group got the same reward: the group carries no policy gradient."""
+if TYPE_CHECKING:
+    from masters.specs import RunSpec
 
 
 @dataclass
@@ -75,31 +49,42 @@ class TrainResult:
     last: dict[str, Any] = field(default_factory=dict)
 
 
-def training_fields(spec: Any) -> dict[str, Any]:
+def training_fields(spec: RunSpec) -> dict[str, Any]:
     """The spec fields training reads (its stage identity); ``output_dir`` is where, not what."""
     return {
         "seed": spec.seed, "teachers": spec.teachers, "student": spec.student, "masker": spec.masker,
-        "schedule": spec.schedule, "rewards": spec.rewards, "training": identity_of_training(spec.training),
-        "data": spec.data, "generation": spec.generation,
+        "schedule": spec.schedule, "rewards": spec.rewards, "training": identity_of_training(spec),
+        "data": spec.task.identity(), "generation": spec.generation,
     }
 
 
-# Training fields added after results were published: at their default they stay out of the
-# identity, so adding a knob does not invalidate every finished training stage.
+# Training identities predate objectives as components: the objective entered them as
+# ``training.method`` beside ``beta`` and ``distill_loss_weight``. It still enters in that form
+# (its name as ``method``, those two fields at their old defaults unless the objective has them),
+# so finished training stages stay valid. Fields added after results were published stay out of
+# the identity while at their default, so adding a knob does not invalidate every finished stage.
+OLDER_OBJECTIVE_FIELDS: dict[str, Any] = {"beta": 0.1, "distill_loss_weight": 1.0}
 LATER_FIELDS: dict[str, Any] = {"negative_advantages": "full"}
 
 
-def identity_of_training(training: Any) -> dict[str, Any]:
-    fields = training.model_dump(mode="json")
+def identity_of_training(spec: RunSpec) -> dict[str, Any]:
+    objective = spec.objective.model_dump(mode="json")
+    fields = {**spec.training.model_dump(mode="json"), **OLDER_OBJECTIVE_FIELDS,
+              "method": objective.pop("name"), **objective}
     return {k: v for k, v in fields.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
-def training_dir(spec: Any) -> Path:
+def objective_method(spec: RunSpec) -> str:
+    """The objective's name as the plan identities record it."""
+    return spec.objective.name
+
+
+def training_dir(spec: RunSpec) -> Path:
     """``output_dir/train/<identity>``: checkpoints and metrics.jsonl of one training config."""
     return Path(spec.output_dir) / "train" / stage_hash("train", training_fields(spec))[:12]
 
 
-def build_teacher_cache(spec: Any, *, splits: dict[str, list[Any]] | None = None) -> Path:
+def build_teacher_cache(spec: RunSpec, *, splits: dict[str, list[Any]] | None = None) -> Path:
     """Write the cached teacher signal without training (run it in its own process so the training
     process never holds the teacher); return the cache directory."""
     if spec.training.teacher_signal != "cached":
@@ -110,19 +95,21 @@ def build_teacher_cache(spec: Any, *, splits: dict[str, list[Any]] | None = None
     return training_dir(spec) / "teacher_cache"
 
 
-def train(spec: Any, *, splits: dict[str, list[Any]] | None = None, progress: bool = True,
+def train(spec: RunSpec, *, splits: dict[str, list[Any]] | None = None, progress: bool = True,
           accelerator: Any = None) -> TrainResult:
     """Train the student per ``spec``; resume from the last checkpoint of ``output_dir``."""
     return Trainer(spec, splits=splits, accelerator=accelerator).run(progress=progress)
 
 
 class Trainer:
-    def __init__(self, spec: Any, *, splits: dict[str, list[Any]] | None = None, accelerator: Any = None):
+    def __init__(self, spec: RunSpec, *, splits: dict[str, list[Any]] | None = None, accelerator: Any = None):
         from accelerate import Accelerator, DistributedDataParallelKwargs
 
         self.spec = spec
         self.t = spec.training
-        self.method = METHODS[self.t.method]
+        self.needs: ObjectiveNeeds = spec.objective.requirements()
+        self.objective = spec.objective.build()
+        self.uses_teacher = self.needs.teacher != "none"
         self.out = Path(spec.output_dir)
         # VLMs leave parameters out of the loss (e.g. the vision tower's last layer when features
         # come from the one before it): DDP must not wait for their gradients.
@@ -141,17 +128,17 @@ class Trainer:
         from masters.schedules.chain import TeacherChain
 
         spec = self.spec
-        if self.method.teacher:
+        if self.uses_teacher:
             from masters.engine.generation import check_tokenizers
 
             self.vocab = check_tokenizers(spec)  # before any compute
-        splits = self._splits or load_splits(spec.data)
+        splits = self._splits or load_splits(spec.task)
         self.samples = {s.id: s for s in splits["train"]}
         self.chain = TeacherChain.from_run_spec(spec)
         world = self.accelerator.num_processes
         self.plan = training_plan(spec, [s.id for s in splits["train"]], world_size=world, chain=self.chain)
         self.student = resolve_adapter(spec.student, device=self.accelerator.device)
-        if not self.method.teacher:
+        if not self.uses_teacher:
             self.vocab = len(self.student.vocab())
         model = self.student.model
         if self.t.gradient_checkpointing:
@@ -159,23 +146,23 @@ class Trainer:
             model.config.use_cache = False
         if self.t.lora is not None:
             model = self._with_lora(model)
-        self.index = self._bank_index() if self.method.responses == "bank" else None
+        self.index = self._bank_index() if self.needs.responses == "bank" else None
         # The reference pass runs on the initial student before it is wrapped: a forward through
         # DDP on one rank alone would wait for the others forever.
-        self.reference = self._reference() if self.method.kl and self.t.beta > 0 else None
+        self.reference = self._reference() if self.needs.wants("reference_logprobs") else None
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.t.learning_rate, weight_decay=self.t.weight_decay)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.student.model = model  # the plain model: config, parameters, saving
         self.student.forward_module = self.model  # the wrapped one: forward passes sync gradients
-        self.cache = self._teacher_cache() if self.method.teacher and self.t.teacher_signal == "cached" else None
+        self.cache = self._teacher_cache() if self.uses_teacher and self.t.teacher_signal == "cached" else None
         from masters.rewards.combine import reward_keys
 
         self.reward_keys = reward_keys(spec.rewards)
         self.distill_reward = None
         for key, reward_spec in zip(self.reward_keys, spec.rewards):
-            if type(reward_spec).signal == "distillation" and self.method.distill_reward:
+            if type(reward_spec).signal == "distillation" and self.needs.wants("distillation_reward"):
                 self.distill_reward = (key, reward_spec.build(vocab_size=self.vocab))
 
     def _with_lora(self, model: Any) -> Any:
@@ -197,7 +184,7 @@ class Trainer:
 
         bank = ResponseBank(bank_dir(self.spec))
         bank.manifest()
-        accuracy = accuracy_rewards(bank, self.spec.rewards) if self.method.accuracy else {}
+        accuracy = accuracy_rewards(bank, self.spec.rewards) if self.needs.wants("accuracy_rewards") else {}
         columns = ["row_id", "source", "teacher", "level_bp", "question_id", "sample_index", "token_ids"]
         return BankIndex(bank.table(columns).to_pylist(), accuracy)
 
@@ -214,7 +201,7 @@ class Trainer:
 
     def _step_rows(self, step: PlannedStep, questions: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
         """(question, row) pairs a micro-batch trains on: banked groups, or the reference answers."""
-        if self.method.responses == "bank":
+        if self.needs.responses == "bank":
             return [(q, r) for q in questions for r in self._group_rows(step, q)]
         answers = self.student.response_ids([self.samples[q].answer or "" for q in questions])
         return [(q, {"row_id": f"reference/{q}", "token_ids": ids}) for q, ids in zip(questions, answers)]
@@ -290,7 +277,7 @@ class Trainer:
 
     def _optimizer_step(self, step: PlannedStep) -> dict[str, Any]:
         began = time.perf_counter()
-        if self.method.teacher and self.cache is None:
+        if self.uses_teacher and self.cache is None:
             self._set_teacher(step)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         mine = list(step.question_ids[rank::world])
@@ -320,7 +307,6 @@ class Trainer:
             seed=self.spec.seed, stage=step.stage)
 
     def _micro_batch(self, step: PlannedStep, questions: Sequence[str]) -> tuple[Any, dict[str, float]]:
-        from masters.rewards.combine import combine_rewards
         from masters.rewards.jsd import jsd_loss
 
         if not questions:  # a rank with no question this step still joins the gradient all-reduce
@@ -332,68 +318,65 @@ class Trainer:
         row_ids = [r["row_id"] for _, r in rows]
         groups = torch.tensor([questions.index(q) for q, _ in rows])
         device = self.accelerator.device
+        needs = self.needs
+        teacher_logits = token_jsd = None
         with self.accelerator.autocast():
             forced = self.student.teacher_force(samples, responses, vocab_limit=self.vocab)
             mask = forced.mask
-            if self.t.method == "sft":
-                loss = forced.token_loss()
-                _check_finite(loss, step, questions)
-                return _Zero(loss), {"loss/total": float(loss.detach()), "loss/nll": float(loss.detach())}
-            if self.cache is not None:
-                from masters.engine.teacher_cache import bucket_jsd, cache_key
-                from masters.rewards.jsd import reduce_token_values
+            if needs.wants("teacher_divergence") or needs.wants("distillation_reward"):
+                if self.cache is not None:
+                    from masters.engine.teacher_cache import bucket_jsd, cache_key
 
-                keys = [cache_key(rid, step.teacher, step.level.bp) for rid in row_ids]
-                top_ids, teacher_logits = self.cache.tensors(keys, mask.shape[1], device)
-                token_jsd = bucket_jsd(top_ids, teacher_logits, forced.logits, mask, vocab_size=self.vocab)
-                distill = reduce_token_values(token_jsd, mask, self.t.token_averaging)
-            else:
-                with torch.no_grad():
-                    teacher_logits = self.teacher.teacher_force(samples, responses, vocab_limit=self.vocab).logits
-                distill, token_jsd = jsd_loss(teacher_logits.to(device), forced.logits, mask, vocab_size=self.vocab,
-                                              reduction=self.t.token_averaging)
-        if step.step == self.plan[0].step:
-            _check_teacher_signal(teacher_logits, forced.logits, distill, mask)
-        metrics: dict[str, float] = {}
-        advantages = torch.zeros(len(responses), device=device)
-        if self.method.policy:
-            raw: dict[str, Any] = {}
-            weights: dict[str, float] = {}
-            for key, reward_spec in zip(self.reward_keys, self.spec.rewards):
-                if type(reward_spec).signal == "accuracy" and self.method.accuracy:
-                    raw[key] = torch.tensor([self.index.accuracy[key][rid] for rid in row_ids], device=device)
-                    weights[key] = reward_spec.weight
-            if self.distill_reward is not None:
-                key, reward = self.distill_reward
-                if hasattr(reward, "from_token_divergence"):  # reuse the loss's JSD: no second pass
-                    raw[key] = reward.from_token_divergence(token_jsd.detach(), mask, groups.to(device))
-                elif self.cache is None:
-                    raw[key] = reward(teacher_logits.detach(), forced.logits.detach(), mask, groups.to(device))
+                    keys = [cache_key(rid, step.teacher, step.level.bp) for rid in row_ids]
+                    top_ids, teacher_logits = self.cache.tensors(keys, mask.shape[1], device)
+                    token_jsd = bucket_jsd(top_ids, teacher_logits, forced.logits, mask, vocab_size=self.vocab)
                 else:
-                    raise MastersError(f"reward {key!r} needs full teacher logits, which the cached teacher "
-                                       "signal does not keep", where="training.teacher_signal",
-                                       fix="use teacher_signal: online, or give the reward from_token_divergence()")
-                weights[key] = next(s.weight for k, s in zip(self.reward_keys, self.spec.rewards) if k == key)
-            combined = combine_rewards(raw, weights)
-            metrics.update(combined.metrics())
-            advantages = group_advantages(combined.total, groups.to(device))
-            equal = _equal_reward_groups(combined.total, groups)
-            metrics["groups/equal_rewards"] = float(equal)
-            if equal == len(questions):
-                warnings.warn(f"step {step.step}: every group has equal rewards, so no policy signal "
-                              f"(questions {', '.join(questions[:3])})", GroupSignalWarning, stacklevel=2)
-        reference = None
-        if self.reference is not None:
-            reference = self.reference.tensor(row_ids, mask.shape[1]).to(device)
-        terms = masters_loss(
-            forced.logprobs, mask, advantages, reference_logprobs=reference, token_jsd=token_jsd,
-            beta=self.t.beta if self.reference is not None else 0.0, distill_weight=self.t.distill_loss_weight,
-            policy_weight=self.method.policy, reduction=self.t.token_averaging,
-            negative_advantages=self.t.negative_advantages)
-        _check_finite(terms.total, step, questions)
-        metrics.update(terms.metrics())
+                    with torch.no_grad():
+                        teacher_logits = self.teacher.teacher_force(samples, responses,
+                                                                    vocab_limit=self.vocab).logits.to(device)
+                    _, token_jsd = jsd_loss(teacher_logits, forced.logits, mask, vocab_size=self.vocab,
+                                            reduction=self.t.token_averaging)
+        if token_jsd is not None and step.step == self.plan[0].step:
+            _check_teacher_signal(teacher_logits, token_jsd, mask)
+        inputs = StepInputs(student_logprobs=forced.logprobs, mask=mask, reduction=self.t.token_averaging,
+                            step=step.step)
+        if needs.wants("teacher_divergence"):
+            inputs.teacher_divergence = token_jsd
+        if needs.wants("group_index"):
+            inputs.group_index = groups.to(device)
+        if needs.wants("accuracy_rewards") or needs.wants("distillation_reward"):
+            inputs.rewards, inputs.reward_weights = self._rewards(row_ids, groups.to(device), mask,
+                                                                  teacher_logits, forced.logits, token_jsd)
+        if needs.wants("reference_logprobs") and self.reference is not None:
+            inputs.reference_logprobs = self.reference.tensor(row_ids, mask.shape[1]).to(device)
+        out = self.objective.loss(inputs)
+        _check_finite(out.total, step, questions)
+        metrics = dict(out.metrics)
         metrics["tokens"] = float(mask.sum())
-        return terms, metrics
+        return _Zero(out.total), metrics
+
+    def _rewards(self, row_ids: Sequence[str], groups: torch.Tensor, mask: torch.Tensor, teacher_logits: Any,
+                 student_logits: torch.Tensor, token_jsd: Any) -> tuple[dict[str, Any], dict[str, float]]:
+        """The declared rewards of each row: banked accuracy rewards, the in-step distillation reward."""
+        device = self.accelerator.device
+        raw: dict[str, Any] = {}
+        weights: dict[str, float] = {}
+        for key, reward_spec in zip(self.reward_keys, self.spec.rewards):
+            if type(reward_spec).signal == "accuracy" and self.needs.wants("accuracy_rewards"):
+                raw[key] = torch.tensor([self.index.accuracy[key][rid] for rid in row_ids], device=device)
+                weights[key] = reward_spec.weight
+        if self.distill_reward is not None:
+            key, reward = self.distill_reward
+            if hasattr(reward, "from_token_divergence"):  # reuse the loss's JSD: no second pass
+                raw[key] = reward.from_token_divergence(token_jsd.detach(), mask, groups)
+            elif self.cache is None:
+                raw[key] = reward(teacher_logits.detach(), student_logits.detach(), mask, groups)
+            else:
+                raise MastersError(f"reward {key!r} needs full teacher logits, which the cached teacher "
+                                   "signal does not keep", where="training.teacher_signal",
+                                   fix="use teacher_signal: online, or give the reward from_token_divergence()")
+            weights[key] = next(s.weight for k, s in zip(self.reward_keys, self.spec.rewards) if k == key)
+        return raw, weights
 
     def _check_replicas_in_sync(self) -> None:
         """Data parallelism must leave every rank with the same weights; a silent drift is a bug."""
@@ -451,9 +434,10 @@ class Trainer:
         self.student.save(directory)
         model.train(was)
         (directory / "masters_run.json").write_text(json.dumps(
-            {"train_hash": self.identity, "method": self.t.method, "steps": len(self.plan),
+            {"train_hash": self.identity, "method": self.spec.objective.name, "steps": len(self.plan),
              "components": {"masker": self.spec.masker.name, "schedule": self.spec.schedule.name,
-                            "rewards": [r.name for r in self.spec.rewards]},
+                            "rewards": [r.name for r in self.spec.rewards], "objective": self.spec.objective.name,
+                            "task": self.spec.task.name, "backend": self.spec.backend.name},
              "provenance": provenance()}, indent=2) + "\n")
 
     @staticmethod
@@ -466,18 +450,10 @@ class Trainer:
 
 
 class _Zero:
-    """A loss with only a total (SFT, an idle rank)."""
+    """A loss with only a total (what the objective returned, or an idle rank's zero)."""
 
     def __init__(self, total: torch.Tensor):
         self.total = total
-
-
-def _equal_reward_groups(rewards: torch.Tensor, groups: torch.Tensor) -> int:
-    equal = 0
-    for g in torch.unique(groups):
-        values = rewards[groups.to(rewards.device) == g]
-        equal += int(values.numel() > 1 and bool((values == values[0]).all()))
-    return equal
 
 
 def _check_finite(loss: torch.Tensor, step: PlannedStep, questions: Sequence[str]) -> None:
@@ -488,8 +464,7 @@ def _check_finite(loss: torch.Tensor, step: PlannedStep, questions: Sequence[str
             where="training", fix="lower training.learning_rate, enable max_grad_norm, or check these bank rows")
 
 
-def _check_teacher_signal(teacher_logits: torch.Tensor, student_logits: torch.Tensor, distill: torch.Tensor,
-                          mask: torch.Tensor) -> None:
+def _check_teacher_signal(teacher_logits: torch.Tensor, token_jsd: torch.Tensor, mask: torch.Tensor) -> None:
     """Fail fast when the teacher cannot shape the loss: the run would silently train on nothing."""
     real = teacher_logits[mask.to(teacher_logits.device)]
     problem = None
@@ -497,7 +472,7 @@ def _check_teacher_signal(teacher_logits: torch.Tensor, student_logits: torch.Te
         problem = "the teacher's logits contain NaN or inf"
     elif real.numel() and bool((real == real.reshape(-1)[0]).all()):
         problem = "the teacher's logits are constant, so its distribution carries no signal"
-    elif not distill.requires_grad:
+    elif not token_jsd.requires_grad:
         problem = "the distillation loss does not depend on the student (detached graph)"
     if problem:
         raise MastersError(problem, where="training (first step)",

@@ -24,7 +24,7 @@ from typing import Literal, get_args
 import torch
 
 from masters.rewards.jsd import reduce_token_values
-from masters.specs import NegativeAdvantages
+from masters.objectives.specs import NegativeAdvantages
 
 Reduction = Literal["sequence", "token"]
 

@@ -116,7 +116,7 @@ class TeacherChain:
 
 def planned_total_steps(spec: Any) -> int | None:
     """Optimizer steps of a run when the config alone says so (the built-in shapes data), else None."""
-    data = spec.data
+    data = spec.task
     n_train = getattr(data, "n_train", None)
     if n_train is None:
         return None

@@ -1,4 +1,4 @@
-"""Loaders: every data spec to ``{split: [VQASample, ...]}``.
+"""Loaders of real VQA data (the ``llava_json`` and ``hf_datasets`` tasks) to ``{split: [VQASample, ...]}``.
 
 Policy for real data (the same for LLaVA JSON and ``datasets`` tables):
 
@@ -30,25 +30,6 @@ SPLITS = ("train", "validation", "test")
 IMAGE_MARKER = "<image>"
 
 
-def load_splits(spec: Any) -> dict[str, list[VQASample]]:
-    """Every split of a data spec (``ShapesData``, ``LlavaJsonData`` or ``HFDatasetData``)."""
-    source = getattr(spec, "source", None)
-    if source == "shapes":
-        from masters.data.shapes import QUESTION_TYPES, generate_shapes
-
-        return generate_shapes(
-            spec.n_train, spec.n_validation, spec.n_test, image_size=spec.image_size, seed=spec.seed,
-            forms=spec.forms, question_types=getattr(spec, "question_types", QUESTION_TYPES),
-            max_shapes=getattr(spec, "max_shapes", 3),
-        )
-    if source == "llava_json":
-        records = load_llava_json(spec.path, image_root=spec.image_root)
-        return split_by_id(records, spec.validation_fraction, spec.test_fraction)
-    if source == "hf_datasets":
-        return load_hf_dataset(spec)
-    raise DataError(f"unknown data source {source!r}", fix="use one of: shapes, llava_json, hf_datasets")
-
-
 def _bucket(key: str) -> float:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
 
@@ -77,7 +58,7 @@ _MODEL = {"gpt", "assistant", "model"}
 
 def _read_records(path: Path) -> list[Any]:
     if not path.is_file():
-        raise DataError("data file not found", where=str(path), fix="check data.path")
+        raise DataError("data file not found", where=str(path), fix="check task.path")
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         records = []
@@ -204,7 +185,7 @@ def load_hf_dataset(spec: Any) -> dict[str, list[VQASample]]:
     tables = _open_table(path, str(path))
     if spec.split not in tables:
         raise DataError(f"no split {spec.split!r}; the dataset has {', '.join(tables)}", where=str(path),
-                        fix="set data.split to one of them")
+                        fix="set task.split to one of them")
     out: dict[str, list[VQASample]] = {}
     given = {"train": spec.split, "validation": "validation", "test": "test"}
     for split, name in given.items():

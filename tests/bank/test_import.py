@@ -13,7 +13,7 @@ from masters.bank.importer import fingerprint_of, import_files, student_tokenize
 from masters.bank.store import ResponseBank
 from masters.cli import main
 from masters.errors import DataError
-from masters.specs import validate_run_spec
+from masters.config import validate_run_spec
 
 Q0, Q1 = "shapes-0-train-000000", "shapes-0-train-000001"
 

@@ -12,7 +12,7 @@ from masters.bank.inspect import group_stats
 from masters.bank.scoring import accuracy_specs, score_key
 from masters.bank.store import ResponseBank
 from masters.cli import main
-from masters.specs import validate_run_spec
+from masters.config import validate_run_spec
 
 Q0, Q1 = "shapes-0-train-000000", "shapes-0-train-000001"
 

@@ -11,7 +11,7 @@ import yaml
 
 from masters.bank.store import ResponseBank
 from masters.engine.generation import bank_dir, generate_bank
-from masters.specs import validate_run_spec
+from masters.config import validate_run_spec
 
 
 def config(tiny_pair, out, **overrides) -> dict:

@@ -8,7 +8,7 @@ import yaml
 
 from masters.cli import main
 from masters.engine.pipeline import StageLog, run_pipeline, stage_identity
-from masters.specs import validate_run_spec
+from masters.config import validate_run_spec
 
 
 def two_teacher_config(tiny_pair, tmp_path) -> dict:

@@ -17,9 +17,10 @@ from masters.bank.scoring import score_bank
 from masters.bank.store import ResponseBank
 from masters.data import load_splits
 from masters.engine.generation import bank_dir, generate_bank
-from masters.engine.trainer import GroupSignalWarning, train, training_dir
+from masters.engine.trainer import train, training_dir
+from masters.objectives.builtin import GroupSignalWarning
 from masters.errors import MastersError
-from masters.specs import validate_run_spec
+from masters.config import validate_run_spec
 
 
 def config(tiny_pair, out, **overrides) -> dict:
@@ -43,7 +44,7 @@ def scored_bank(tiny_pair, tmp_path_factory):
     out = tmp_path_factory.mktemp("bank-run")
     spec = validate_run_spec(config(tiny_pair, out))
     generate_bank(spec, progress=False)
-    samples = {s.id: s for s in load_splits(spec.data)["train"]}
+    samples = {s.id: s for s in load_splits(spec.task)["train"]}
     score_bank(ResponseBank(bank_dir(spec)), samples, spec.rewards, progress=False)
     return out / "bank"
 
@@ -95,7 +96,7 @@ def test_every_baseline_runs_in_the_same_engine(tiny_pair, scored_bank, tmp_path
 
 @pytest.mark.parametrize("negative", ["full", "probability_weighted", "zero"])
 def test_negative_advantages_reach_the_loss_as_configured(tiny_pair, scored_bank, tmp_path, monkeypatch, negative):
-    from masters.engine import trainer
+    from masters.objectives import builtin as trainer
 
     seen = []
     real = trainer.masters_loss
@@ -115,9 +116,9 @@ def test_a_knob_at_its_default_leaves_the_training_identity_unchanged(tiny_pair,
     from masters.engine.trainer import LATER_FIELDS, identity_of_training
 
     default = validate_run_spec(config(tiny_pair, tmp_path))
-    assert not LATER_FIELDS.keys() & identity_of_training(default.training).keys()  # hashes as before the knob
+    assert not LATER_FIELDS.keys() & identity_of_training(default).keys()  # hashes as before the knob
     changed = validate_run_spec(config(tiny_pair, tmp_path, training={"negative_advantages": "zero"}))
-    assert identity_of_training(changed.training)["negative_advantages"] == "zero"
+    assert identity_of_training(changed)["negative_advantages"] == "zero"
     assert training_dir(default) != training_dir(changed)
 
 
@@ -150,7 +151,7 @@ def test_the_policy_term_moves_probability_towards_rewarded_responses(tiny_pair,
     levels = {r["level"] for r in metrics(tmp_path / "run")}
     rows = [r for r in ResponseBank(bank_dir(spec)).table(["row_id", "level_bp", "question_id", "token_ids"]).to_pylist()
             if r["level_bp"] is None or r["level_bp"] / 10_000 in levels]
-    samples = {s.id: s for s in load_splits(spec.data)["train"]}
+    samples = {s.id: s for s in load_splits(spec.task)["train"]}
 
     def gap(path) -> float:
         model = resolve_adapter(path)
@@ -201,7 +202,7 @@ def test_constant_teacher_logits_fail_fast(tiny_pair, scored_bank, tmp_path, mon
 
 
 def test_nan_loss_names_the_step_and_questions(tiny_pair, scored_bank, tmp_path, monkeypatch):
-    import masters.engine.trainer as trainer
+    import masters.objectives.builtin as trainer
 
     real = trainer.masters_loss
 

@@ -13,7 +13,7 @@ SCRIPT = textwrap.dedent(
     """
     import os, sys, torch, torch.distributed as dist
     from masters.masking.runtime import MaskedTeacher
-    from masters.specs import validate_component
+    from masters.config import validate_component
     dist.init_process_group("gloo")
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))

@@ -10,7 +10,7 @@ import torch
 
 from masters.errors import MastersError, SpecError
 from masters.masking.runtime import MaskedTeacher
-from masters.specs import validate_component
+from masters.config import validate_component
 
 
 def test_unknown_part_is_a_spec_error_with_its_location():
@@ -44,7 +44,7 @@ def test_nm_group_size_must_divide_the_input_dimension():
 def test_masker_specs_import_without_torch():
     code = ("import sys; from masters.plugins import get_components; "
             "names = get_components().registry('masker').names(); "
-            "from masters.specs import validate_component; [validate_component('masker', n) for n in names]; "
+            "from masters.config import validate_component; [validate_component('masker', n) for n in names]; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={"MASTERS_DISABLE_PLUGIN_AUTOLOAD": "1", "PATH": "/usr/bin"})

@@ -11,7 +11,7 @@ from masters.errors import MastersError
 from masters.masking.export import load_model
 from masters.masking.runtime import MaskedTeacher
 from masters.masking.scope import find_maskable, select_scope, unwrap_model
-from masters.specs import validate_component
+from masters.config import validate_component
 
 
 @pytest.fixture

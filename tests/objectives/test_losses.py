@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from masters.engine.losses import group_advantages, masters_loss
+from masters.objectives.losses import group_advantages, masters_loss
 
 
 def test_group_advantages_by_hand():

@@ -9,7 +9,7 @@ from masters.interfaces import DistillationReward
 from masters.rewards.combine import CombinedRewards, combine_rewards, reward_keys
 from masters.rewards.distill import JSDDistillReward, group_reverse_minmax
 from masters.rewards.jsd import jsd_loss, sequence_mean, token_jsd
-from masters.specs import validate_component
+from masters.config import validate_component
 
 
 def _reward(**fields):

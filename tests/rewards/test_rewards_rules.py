@@ -12,7 +12,7 @@ from masters.rewards.normalize import (
     normalize_answer,
     words_to_numbers,
 )
-from masters.specs import validate_component
+from masters.config import validate_component
 
 
 def _score(name, response, reference, choices=None, **fields):

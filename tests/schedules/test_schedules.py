@@ -10,7 +10,7 @@ from masters.errors import MastersError, SpecError
 from masters.plugins import get_components
 from masters.ratios import Ratio
 from masters.schedules.chain import TeacherChain
-from masters.specs import validate_component
+from masters.config import validate_component
 
 SCHEDULES = get_components().registry("schedule").names()
 
@@ -125,7 +125,7 @@ def test_chain_rejects_bad_input():
 
 
 def test_chain_from_run_spec_uses_each_teachers_own_schedule(tmp_path):
-    from masters.specs import validate_run_spec
+    from masters.config import validate_run_spec
 
     spec = validate_run_spec({
         "teachers": [{"path": "t-small", "schedule": {"name": "staircase", "r_max": 0.4, "step": 0.1}, "share": 1},

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from masters.data import VQASample, load_splits
-from masters.data.loaders import load_llava_json, split_by_id
+from masters.tasks.loaders import load_llava_json, split_by_id
 from masters.errors import DataError
-from masters.specs import HFDatasetData, LlavaJsonData, ShapesData
+from masters.tasks.specs import HFDatasetsTaskSpec as HFDatasetData, LlavaJsonTaskSpec as LlavaJsonData, ShapesTaskSpec as ShapesData
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from masters.data.shapes import COLORS, LETTERS, QUESTION_TYPES, SHAPES, generate_shapes, shapes_vocabulary
+from masters.tasks.shapes import COLORS, LETTERS, QUESTION_TYPES, SHAPES, generate_shapes, shapes_vocabulary
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def test_allow_listing_loads_it_from_its_distribution(distribution, monkeypatch,
 
 
 def test_used_by_name_in_a_validated_run_spec(components):
-    from masters.specs import validate_run_spec
+    from masters.config import validate_run_spec
 
     run = validate_run_spec({
         "teacher": "checkpoints/teacher",
@@ -93,7 +93,7 @@ def test_used_by_name_in_a_validated_run_spec(components):
 )
 def test_bad_fields_are_reported_with_their_location(components, fields, location, message):
     from masters.errors import SpecError
-    from masters.specs import validate_component
+    from masters.config import validate_component
 
     with pytest.raises(SpecError) as info:
         validate_component("reward", {"name": COMPONENT, **fields})
@@ -105,7 +105,7 @@ def test_listing_and_validating_do_not_import_torch(distribution):
     code = (
         "import os, sys\n"
         "os.environ.update(MASTERS_DISABLE_PLUGIN_AUTOLOAD='1', MASTERS_PLUGINS='semantic_similarity')\n"
-        "from masters.specs import validate_component\n"
+        "from masters.config import validate_component\n"
         "validate_component('reward', {'name': 'semantic_similarity', 'mode': 'graded'})\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
