@@ -70,8 +70,9 @@ def masters_register_adapters(register: Register) -> None:
 
     ``SpecClass.kind`` is ``"adapter"``; the implementation satisfies
     :class:`masters.interfaces.VLMAdapter` (load, encode a chat, generate, teacher-force, list
-    maskable tensors by VLM part, save). Pair it with :func:`masters_claim_checkpoint` so that
-    checkpoints of its family are recognised from their directory alone.
+    maskable tensors by VLM part, save). Setting ``model_types`` on the spec class is enough for
+    checkpoints of those ``config.json`` model types to be claimed by it; implement
+    :func:`masters_claim_checkpoint` only for claims that need more than the model type.
     """
 
 

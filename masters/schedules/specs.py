@@ -59,6 +59,7 @@ class ConstantScheduleSpec(ScheduleSpec):
     """
 
     implementation: ClassVar[str] = "masters.schedules.shapes:Constant"
+    uses_step: ClassVar[bool] = False  # one level, r_max itself: step plays no part
     name: Literal["constant"] = "constant"
 
 

@@ -135,3 +135,22 @@ def test_chain_from_run_spec_uses_each_teachers_own_schedule(tmp_path):
     chain = TeacherChain.from_run_spec(spec)
     assert chain.levels(0)[0] == Ratio(4000) and chain.levels(1)[0] == Ratio(2000)
     assert chain.names == ["t-small", "t-big"]
+
+
+def test_a_schedule_without_a_step_validates_whatever_its_r_max():
+    """The step must divide r_max only for schedules whose levels are multiples of it."""
+    from typing import ClassVar, Literal
+
+    from masters.config import validate_component
+    from masters.specs import ScheduleSpec
+
+    class TwoLevels(ScheduleSpec):
+        """r_max, then 0 (a plugin's schedule with levels of its own)."""
+
+        uses_step: ClassVar[bool] = False
+        name: Literal["two_levels"] = "two_levels"
+
+    assert float(TwoLevels(r_max=0.23).r_max) == 0.23
+    assert float(validate_component("schedule", {"name": "constant", "r_max": 0.23}).r_max) == 0.23
+    with pytest.raises(Exception, match="does not divide"):
+        validate_component("schedule", {"name": "staircase", "r_max": 0.23})
