@@ -53,7 +53,9 @@ def _check_component_name(kind: str, item: Any) -> None:
         raise ValueError(f"missing `name`: which {kind} to use (`masters list {kind}s`)")
     registry = get_components().registry(kind)
     if str(item["name"]) not in registry:
-        raise ValueError(unknown_name_message(kind, str(item["name"]), registry.names()) + _failed_plugins_hint())
+        hint = registry.unknown_hint(str(item["name"]))
+        raise ValueError(unknown_name_message(kind, str(item["name"]), registry.names())
+                         + (f" Note: {hint}." if hint else "") + _failed_plugins_hint())
 
 
 def _union(kind: str) -> Any:

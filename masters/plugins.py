@@ -57,6 +57,35 @@ class PluginFailure:
 
 
 @dataclass
+class FilteredPlugin:
+    """An installed entry point that the MASTERS_* switches kept out."""
+
+    entry_point: metadata.EntryPoint
+    distribution: str
+    reason: str
+    _registers: dict[str, list[str]] = field(default_factory=dict)
+
+    def registers(self, kind: str) -> list[str]:
+        if kind not in self._registers:
+            names: list[str] = []
+            try:
+                module = self.entry_point.load()
+                hook = getattr(module, f"masters_register_{KIND_PLURALS[kind]}", None)
+                if hook is not None:
+                    hook(register=lambda spec_cls: names.append(_spec_name(spec_cls)))
+            except Exception:  # noqa: BLE001 - only a hint; a broken plugin just gives none
+                pass
+            self._registers[kind] = names
+        return self._registers[kind]
+
+
+def _spec_name(spec_cls: type) -> str:
+    from masters.specs import component_name
+
+    return component_name(spec_cls)
+
+
+@dataclass
 class PluginInfo:
     name: str
     distribution: str
@@ -85,9 +114,11 @@ class Components:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
-        self.registries: dict[str, Registry[Any]] = {kind: Registry(kind) for kind in KINDS}
+        self.registries: dict[str, Registry[Any]] = {
+            kind: Registry(kind, hint=functools.partial(self._unknown_hint, kind)) for kind in KINDS}
         self.failures: list[PluginFailure] = []
         self.plugins: dict[str, PluginInfo] = {}
+        self.filtered: list[FilteredPlugin] = []
         # What is derived from this plugin set (the assembled RunSpec): rebuilt with the manager.
         self.cache: dict[str, Any] = {}
         self._load()
@@ -125,18 +156,49 @@ class Components:
         autoload = not _env_flag("MASTERS_DISABLE_PLUGIN_AUTOLOAD")
         selected = []
         seen: set[str] = set()
+        known: set[str] = set()
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist_name = ep.dist.metadata["Name"] if ep.dist is not None else ""
             keys = {ep.name, dist_name}
-            if ep.name in seen or keys & block:
+            known |= keys
+            if ep.name in seen:
                 continue
-            if allow and not keys & allow:
-                continue
-            if not autoload and not keys & allow:
-                continue
+            reason = None
+            if keys & block:
+                reason = "blocked by MASTERS_BLOCK_PLUGINS"
+            elif allow and not keys & allow:
+                reason = "not in MASTERS_PLUGINS"
+            elif not autoload and not keys & allow:
+                reason = "MASTERS_DISABLE_PLUGIN_AUTOLOAD is set"
             seen.add(ep.name)
-            selected.append(ep)
+            if reason:
+                self.filtered.append(FilteredPlugin(ep, dist_name, reason))
+            else:
+                selected.append(ep)
+        for variable, names in (("MASTERS_PLUGINS", allow), ("MASTERS_BLOCK_PLUGINS", block)):
+            for name in sorted(names - known):
+                self._unmatched(variable, name, sorted(known))
         return selected
+
+    def _unmatched(self, variable: str, name: str, installed: list[str]) -> None:
+        from masters.errors import unknown_name_message
+
+        message = (f"{variable} names {name!r}, which matches no installed plugin: "
+                   + unknown_name_message("plugin", name, installed).split(".", 1)[1].strip())
+        if strict_plugins():
+            raise PluginLoadError(message, where=variable,
+                                  fix="correct the name (`masters plugins` lists what is installed), or install it")
+        warnings.warn(message, PluginWarning, stacklevel=4)
+
+    def filtered_providers(self, kind: str, name: str) -> list[str]:
+        """Installed plugins that the switches filtered out and that would register ``name`` as a
+        ``kind``: loaded on demand, only to explain an unknown name (a failure there is ignored)."""
+        found = []
+        for plugin in self.filtered:
+            if name in plugin.registers(kind):
+                found.append(f"plugin {plugin.entry_point.name!r} ({plugin.distribution}) provides {kind} "
+                             f"{name!r} but is not loaded: {plugin.reason}")
+        return found
 
     def _fail(self, failure: PluginFailure) -> None:
         self.failures.append(failure)
@@ -220,6 +282,13 @@ class Components:
         if not self.failures:
             return None
         return "; ".join(f.describe() for f in self.failures)
+
+    def _unknown_hint(self, kind: str, name: str) -> str | None:
+        """Why a name may be unknown: a filtered-out plugin provides it, or a plugin failed to load."""
+        parts = self.filtered_providers(kind, name)
+        if parts:
+            return "; ".join(parts) + " (set MASTERS_PLUGINS to include it, or unset the switch that excludes it)"
+        return None
 
     def claim_checkpoint(self, config: dict[str, Any], *, where: str | None = None) -> str | None:
         """Ask every plugin; the first answer (pluggy order) wins; warn when several claim it."""

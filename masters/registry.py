@@ -7,7 +7,7 @@ only when it is built, so listing and describing components stays fast.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -51,9 +51,10 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Components of one kind, keyed by name."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, *, hint: Callable[[str], str | None] | None = None):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        self._hint = hint  # explains an unknown name (e.g. a plugin filtered out by the switches)
 
     def register(self, spec_cls: type, origin: Origin) -> Entry:
         from masters.specs import ComponentSpec, component_name
@@ -85,7 +86,11 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise UnknownComponentError(self.kind, name, self._entries, where=where) from None
+            raise UnknownComponentError(self.kind, name, self._entries, where=where,
+                                        hint=self.unknown_hint(name)) from None
+
+    def unknown_hint(self, name: str) -> str | None:
+        return self._hint(name) if self._hint is not None else None
 
     def names(self) -> list[str]:
         return sorted(self._entries)

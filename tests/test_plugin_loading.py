@@ -140,3 +140,31 @@ def test_register_rejects_wrong_kind_and_non_specs(site, fresh_components):
     ''')
     with pytest.raises(PluginLoadError, match="is a 'reward' spec but was registered as a masker"):
         _load(fresh_components, allow="wrong_plugin")
+
+
+@pytest.mark.parametrize("variable", ["MASTERS_PLUGINS", "MASTERS_BLOCK_PLUGINS"])
+def test_a_switch_naming_no_installed_plugin_warns_and_is_an_error_when_strict(site, fresh_components, variable):
+    install_fake_plugin(site, dist="masters-extra", module="extra_plugin", source=masker_plugin_source("extra"))
+    with pytest.warns(PluginWarning, match=rf"{variable} names 'extra_plugn', which matches no installed plugin.*"
+                                           r"Did you mean: extra_plugin\?"):
+        _load(fresh_components, **{variable: "extra_plugn"})
+    with pytest.raises(PluginLoadError, match="matches no installed plugin"):
+        _load(fresh_components, **{variable: "extra_plugn", "MASTERS_STRICT_PLUGINS": "1"})
+
+
+@pytest.mark.parametrize("switch", [{"MASTERS_BLOCK_PLUGINS": "extra_plugin", "MASTERS_PLUGINS": "extra_plugin"},
+                                    {}])
+def test_unknown_name_says_which_filtered_out_plugin_provides_it(site, fresh_components, switch):
+    from masters.config import validate_run_spec
+
+    install_fake_plugin(site, dist="masters-extra", module="extra_plugin", source=masker_plugin_source("extra"))
+    comps = _load(fresh_components, **switch)  # blocked, or not loaded because autoload is off
+    assert "extra" not in comps.registry("masker")
+    reason = "blocked by MASTERS_BLOCK_PLUGINS" if switch else "MASTERS_DISABLE_PLUGIN_AUTOLOAD is set"
+    with pytest.raises(SpecError) as caught:
+        validate_run_spec({"teacher": "t", "student": "s", "masker": "extra"})
+    message = caught.value.problems[0][1]
+    assert "plugin 'extra_plugin' (masters-extra) provides masker 'extra' but is not loaded" in message
+    assert reason in message
+    with pytest.raises(Exception, match="provides masker 'extra'"):
+        comps.registry("masker").get("extra")
