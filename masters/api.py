@@ -25,13 +25,40 @@ _LAZY: dict[str, str] = {
     "ScheduleSpec": "masters.specs",
     "RewardSpec": "masters.specs",
     "AdapterSpec": "masters.specs",
-    # protocols
+    "ObjectiveSpec": "masters.specs",
+    "TaskSpec": "masters.specs",
+    "BackendSpec": "masters.specs",
+    # configs: validate a run or one component, as masters does
+    "validate_run_spec": "masters.config",
+    "validate_component": "masters.config",
+    "load_run_spec": "masters.config",
+    "get_components": "masters.plugins",
+    "reset_components": "masters.plugins",
+    # errors
+    "SpecError": "masters.errors",
+    "DataError": "masters.errors",
+    # protocols and the values they exchange
     "Masker": "masters.interfaces",
     "RestoreSchedule": "masters.interfaces",
     "AccuracyReward": "masters.interfaces",
     "DistillationReward": "masters.interfaces",
     "VLMAdapter": "masters.interfaces",
     "ScoredResponse": "masters.interfaces",
+    "Objective": "masters.interfaces",
+    "ObjectiveNeeds": "masters.interfaces",
+    "StepInputs": "masters.interfaces",
+    "ObjectiveLoss": "masters.interfaces",
+    "SIGNALS": "masters.interfaces",
+    "Task": "masters.interfaces",
+    "GenerationBackend": "masters.interfaces",
+    "GenerationSession": "masters.interfaces",
+    "BackendCapabilities": "masters.interfaces",
+    "SamplingSettings": "masters.interfaces",
+    "GeneratedResponse": "masters.interfaces",
+    # objectives: the Masters objective's tensor functions, for objectives that build on it
+    "group_advantages": "masters.objectives.losses",
+    "masters_loss": "masters.objectives.losses",
+    "reduce_token_values": "masters.rewards.jsd",
     # data
     "VQASample": "masters.data.types",
     # adapters (torch): the base class whose public family hooks a new VLM family implements

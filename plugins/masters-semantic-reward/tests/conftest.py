@@ -41,7 +41,7 @@ def distribution():
 @pytest.fixture
 def components(distribution, monkeypatch):
     """masters' components with exactly this plugin allow-listed (autoload stays off)."""
-    from masters.plugins import get_components, reset_components
+    from masters.api import get_components, reset_components
 
     monkeypatch.setenv("MASTERS_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.setenv("MASTERS_PLUGINS", ENTRY_POINT)

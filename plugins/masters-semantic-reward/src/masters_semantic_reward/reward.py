@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from masters.errors import MastersError
-from masters.interfaces import ScoredResponse
+from masters.api import MastersError
+from masters.api import ScoredResponse
 
 from masters_semantic_reward.encoder import WHERE, SentenceEncoder, bundled_model_path, load_encoder, resolve_device
 from masters_semantic_reward.spec import SemanticSimilarityRewardSpec

@@ -11,7 +11,7 @@ from typing import ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from masters.specs import RewardSpec
+from masters.api import RewardSpec
 
 
 class SemanticSimilarityRewardSpec(RewardSpec):

@@ -11,7 +11,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
-from masters.interfaces import ScoredResponse
+from masters.api import ScoredResponse
 
 from {{package}}.spec import {{class_prefix}}Spec
 

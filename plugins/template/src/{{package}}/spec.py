@@ -10,7 +10,7 @@ from typing import ClassVar, Literal, Optional
 
 from pydantic import Field
 
-from masters.specs import RewardSpec
+from masters.api import RewardSpec
 
 
 class {{class_prefix}}Spec(RewardSpec):
