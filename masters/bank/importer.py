@@ -28,10 +28,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from masters.bank.schema import BANK_SCHEMA, STUDENT, TEACHER, row_id
 from masters.errors import DataError
+
+if TYPE_CHECKING:
+    from masters.specs import RunSpec
 
 REQUIRED = ("source", "teacher", "level_bp", "question_id", "sample_index", "response_text", "token_ids")
 DERIVED = ("row_id", "num_tokens", "empty", "truncated", "seed", "stage_hash", "generation")
@@ -53,7 +56,7 @@ def normalise_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
-def student_tokenizer(spec: Any) -> Any:
+def student_tokenizer(spec: RunSpec) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(spec.student.path)
@@ -70,7 +73,7 @@ def fingerprint_of(tokenizer: Any) -> str:
     return tokenizer_fingerprint(_Vocab())
 
 
-def eos_ids(spec: Any, tokenizer: Any) -> set[int]:
+def eos_ids(spec: RunSpec, tokenizer: Any) -> set[int]:
     """EOS ids of the student: the tokenizer's plus its generation config's (no weights loaded)."""
     ids = set() if tokenizer.eos_token_id is None else {int(tokenizer.eos_token_id)}
     path = Path(spec.student.path) / "generation_config.json"
@@ -80,7 +83,7 @@ def eos_ids(spec: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def image_token_ids(spec: Any) -> set[int]:
+def image_token_ids(spec: RunSpec) -> set[int]:
     """The student's image placeholder id(s) from its config.json, as generation bans them."""
     path = Path(spec.student.path) / "config.json"
     if not path.exists():
@@ -130,7 +133,7 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], str | None]:
 class _Validator:
     """Checks and completes rows against one run spec; raises DataError naming file and row."""
 
-    def __init__(self, spec: Any, bank: Any, *, tokenizer: Any, fingerprint: str, splits: Mapping[str, list[Any]]):
+    def __init__(self, spec: RunSpec, bank: Any, *, tokenizer: Any, fingerprint: str, splits: Mapping[str, list[Any]]):
         from masters.engine.generation import SAMPLING_FIELDS
         from masters.schedules.chain import TeacherChain
 
@@ -276,7 +279,7 @@ class _Validator:
         return value
 
 
-def import_files(spec: Any, files: Sequence[str | Path], *, force: bool = False, tokenizer_fingerprint: str | None = None,
+def import_files(spec: RunSpec, files: Sequence[str | Path], *, force: bool = False, tokenizer_fingerprint: str | None = None,
                  splits: Mapping[str, list[Any]] | None = None) -> ImportReport:
     """Validate every row of ``files`` against ``spec``, then add the new ones to the run's bank."""
     from masters.bank.store import ResponseBank

@@ -21,10 +21,13 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from masters.bank.schema import STUDENT
 from masters.errors import DataError
+
+if TYPE_CHECKING:
+    from masters.specs import RunSpec
 
 SUMMARY = "summary.json"
 
@@ -96,7 +99,7 @@ def _mean(values: Any) -> float:
     return sum(kept) / len(kept) if kept else float("nan")
 
 
-def inspect_bank(spec: Any) -> tuple[list[GroupStats], Path]:
+def inspect_bank(spec: RunSpec) -> tuple[list[GroupStats], Path]:
     """Statistics of the run's bank; writes them as ``summary.json`` in the bank directory."""
     from masters.bank.scoring import accuracy_specs, score_key
     from masters.bank.store import ResponseBank, _atomic_write_json

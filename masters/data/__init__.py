@@ -6,16 +6,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from masters.data.types import VQASample, load_image
+
+if TYPE_CHECKING:
+    from masters.specs import TaskSpec
 
 __all__ = ["SPLITS", "VQASample", "load_image", "load_splits"]
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 
-def load_splits(task_spec: Any) -> dict[str, list[VQASample]]:
+def load_splits(task_spec: TaskSpec) -> dict[str, list[VQASample]]:
     """Every split of a task spec, built by the task's implementation; an empty train split is an error."""
     from masters.errors import DataError
 

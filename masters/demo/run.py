@@ -24,10 +24,13 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from masters.demo.spec import PHASES, DemoModel, DemoSpec
 from masters.engine.identity import provenance, stage_hash
+
+if TYPE_CHECKING:
+    from masters.specs import RunSpec
 
 MARKER = ".masters-demo"  # only directories carrying it are ever cleared by the demo
 RUN_DIRS = ("masters", "sft", "naive_kd")
@@ -270,7 +273,7 @@ def _metrics_path(run: Any) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def _evaluate(spec: DemoSpec, masters_spec: Any, teacher: Path, base: Path, out: Path, test: list[Any],
+def _evaluate(spec: DemoSpec, masters_spec: RunSpec, teacher: Path, base: Path, out: Path, test: list[Any],
               progress: bool) -> list[dict[str, Any]]:
     from masters.adapters.resolve import resolve_adapter
     from masters.engine.evaluate import evaluate_model

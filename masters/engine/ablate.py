@@ -18,19 +18,22 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from masters.engine.identity import stage_hash
 from masters.errors import MastersError, SpecError
 
+if TYPE_CHECKING:
+    from masters.specs import RunSpec
+
 
 @dataclass
 class Cell:
     overrides: dict[str, Any]
     config: dict[str, Any]
-    spec: Any = None
+    spec: RunSpec | None = None
     key: str = ""
     result: dict[str, Any] = field(default_factory=dict)
 

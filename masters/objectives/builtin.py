@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from masters.interfaces import ObjectiveLoss, StepInputs
 from masters.objectives.losses import group_advantages, masters_loss
+
+if TYPE_CHECKING:
+    from masters.objectives.specs import MastersObjectiveSpec, NaiveKDObjectiveSpec, ProgressiveKDObjectiveSpec, SFTObjectiveSpec
 
 
 class GroupSignalWarning(UserWarning):
@@ -18,7 +21,7 @@ class GroupSignalWarning(UserWarning):
 class MastersObjective:
     """Policy term over group-normalised rewards, k3 KL to the initial student, JSD distillation loss."""
 
-    def __init__(self, spec: Any, **context: Any) -> None:
+    def __init__(self, spec: MastersObjectiveSpec, **context: Any) -> None:
         self.spec = spec
 
     def loss(self, inputs: StepInputs) -> ObjectiveLoss:
@@ -45,7 +48,7 @@ class MastersObjective:
 class DistillationObjective:
     """The JSD distillation loss alone (progressive KD on banked groups, naive KD on reference answers)."""
 
-    def __init__(self, spec: Any, **context: Any) -> None:
+    def __init__(self, spec: ProgressiveKDObjectiveSpec | NaiveKDObjectiveSpec, **context: Any) -> None:
         self.spec = spec
 
     def loss(self, inputs: StepInputs) -> ObjectiveLoss:
@@ -59,7 +62,7 @@ class DistillationObjective:
 class SFTObjective:
     """Mean negative log-likelihood over every real response token of the micro-batch."""
 
-    def __init__(self, spec: Any, **context: Any) -> None:
+    def __init__(self, spec: SFTObjectiveSpec, **context: Any) -> None:
         self.spec = spec
 
     def loss(self, inputs: StepInputs) -> ObjectiveLoss:

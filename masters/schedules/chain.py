@@ -11,10 +11,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from masters.errors import MastersError
 from masters.ratios import Ratio
+
+if TYPE_CHECKING:
+    from masters.specs import RunSpec
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class TeacherChain:
         self.names = list(names) if names is not None else [f"teacher {i}" for i in range(len(schedules))]
 
     @classmethod
-    def from_run_spec(cls, spec: Any) -> TeacherChain:
+    def from_run_spec(cls, spec: RunSpec) -> TeacherChain:
         """One schedule per teacher: its own ``schedule`` or the run's ``schedule``."""
         schedules = [(t.schedule or spec.schedule).build() for t in spec.teachers]
         return cls(schedules, [t.share for t in spec.teachers], [t.path for t in spec.teachers])
@@ -114,7 +117,7 @@ class TeacherChain:
         return out
 
 
-def planned_total_steps(spec: Any) -> int | None:
+def planned_total_steps(spec: RunSpec) -> int | None:
     """Optimizer steps of a run when the config alone says so (the built-in shapes data), else None."""
     data = spec.task
     n_train = getattr(data, "n_train", None)

@@ -21,10 +21,13 @@ import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from masters.data.types import VQASample
 from masters.errors import DataError
+
+if TYPE_CHECKING:
+    from masters.tasks.specs import HFDatasetsTaskSpec
 
 SPLITS = ("train", "validation", "test")
 IMAGE_MARKER = "<image>"
@@ -178,7 +181,7 @@ def _open_table(path: Path, where: str):
     return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
 
 
-def load_hf_dataset(spec: Any) -> dict[str, list[VQASample]]:
+def load_hf_dataset(spec: HFDatasetsTaskSpec) -> dict[str, list[VQASample]]:
     """Samples of a ``datasets`` table; columns named in the spec. Source splits are used as given:
     ``spec.split`` is train, ``validation``/``test`` if present, else carved out of train by id."""
     path = Path(spec.path)
@@ -200,7 +203,7 @@ def load_hf_dataset(spec: Any) -> dict[str, list[VQASample]]:
     return out
 
 
-def _table_samples(table: Any, spec: Any, where: str) -> list[VQASample]:
+def _table_samples(table: Any, spec: HFDatasetsTaskSpec, where: str) -> list[VQASample]:
     columns = list(table.column_names)
     for field in ("question_column", "answer_column", "image_column", "choices_column"):
         column = getattr(spec, field)
