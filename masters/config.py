@@ -158,13 +158,10 @@ def read_config(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config: {exc}", where=str(path), fix="pass a readable UTF-8 YAML file") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"malformed YAML: {problem}", where=where, fix="fix the YAML syntax at that line") from None
+    if len(text.encode("utf-8")) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"the config is larger than {MAX_CONFIG_BYTES // 2**20} MiB", where=str(path),
+                          fix="a run config is a few dozen lines: pass the right file")
+    data = parse_yaml(text, where=str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -174,6 +171,88 @@ def read_config(path: str | Path) -> dict[str, Any]:
             fix="write the config as `field: value` lines (see configs/)",
         )
     return data
+
+
+MAX_CONFIG_BYTES = 2**20
+MAX_YAML_DEPTH = 64
+MAX_ALIAS_EXPANSIONS = 10_000
+
+
+def parse_yaml(text: str, *, where: str) -> Any:
+    """Safe YAML with what a config never needs refused: duplicate keys (a second ``training:`` block
+    would silently replace the first), nesting deeper than 64, more than 10,000 alias expansions."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self.depth += 1
+            if self.depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _YamlLimit(f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, (str, int, float, bool)) or key is None:
+                    if key in seen:
+                        raise _YamlLimit(f"duplicate key {key!r} (first at line {seen[key].line + 1})",
+                                         key_node.start_mark)
+                    seen[key] = key_node.start_mark
+            return super().construct_mapping(node, deep=deep)
+
+    try:
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _YamlLimit as exc:
+        raise ConfigError(f"refused YAML: {exc.problem}", where=f"{where}:{exc.mark.line + 1}:{exc.mark.column + 1}",
+                          fix="write each field once, without deep nesting or alias chains") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"malformed YAML: {problem}", where=at, fix="fix the YAML syntax at that line") from None
+    except RecursionError:
+        raise ConfigError(f"refused YAML: nested deeper than {MAX_YAML_DEPTH} levels", where=where,
+                          fix="write the config without deep nesting") from None
+    if _expanded_size(data, {}) - _unique_nodes(data, set()) > MAX_ALIAS_EXPANSIONS:
+        raise ConfigError(f"refused YAML: more than {MAX_ALIAS_EXPANSIONS:,} alias expansions", where=where,
+                          fix="write the values out instead of chaining YAML aliases")
+    return data
+
+
+class _YamlLimit(Exception):
+    def __init__(self, problem: str, mark: Any):
+        super().__init__(problem)
+        self.problem, self.mark = problem, mark
+
+
+def _expanded_size(value: Any, memo: dict[int, int]) -> int:
+    """Nodes the value has once every shared (aliased) container is copied out; memoised by identity,
+    so a billion-laughs document is measured in microseconds."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    key = id(value)
+    if key not in memo:
+        memo[key] = 0  # a (self-referencing) cycle counts once
+        children = value.values() if isinstance(value, dict) else value
+        memo[key] = 1 + sum(_expanded_size(v, memo) for v in children)
+    return memo[key]
+
+
+def _unique_nodes(value: Any, seen: set[int]) -> int:
+    if not isinstance(value, (dict, list)):
+        return 1
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + sum(_unique_nodes(v, seen) for v in children)
 
 
 def validate_run_spec(data: Mapping[str, Any], *, source: str | None = None, notes: bool = True) -> Any:
