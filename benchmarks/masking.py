@@ -4,6 +4,8 @@
     python benchmarks/masking.py --model qwen2.5-vl-7b --dtypes bf16 --contenders on_the_fly --no-forward
     python benchmarks/masking.py --model qwen2.5-vl-7b --dtypes bf16 --contenders copy,stored --no-forward \
         --copy-reuse --tag stored    # the stored mode needs ~21 GB: run it alone
+    python benchmarks/masking.py --rank-compare row,column --rank-repeats 5 --tag column \
+        # column vs row ranking time, interleaved in one process per dtype (issue 12)
 
 Each contender runs in its own subprocess (design decision 15) on the same randomly initialised
 Qwen2.5-VL teacher built from a config, and samples its own RSS with psutil in a thread:
@@ -12,7 +14,14 @@ Qwen2.5-VL teacher built from a config, and samples its own RSS with psutil in a
   that a level switch is compared with (target: a switch within 2x of it).
 * ``prune``: ``torch.nn.utils.prune.l1_unstructured`` (a full copy plus a bool mask per tensor);
   its "switch" recomputes ``weight = weight_orig * mask``.
-* ``stored`` / ``indexed`` / ``on_the_fly``: :class:`masters.masking.MaskedTeacher` in each memory mode.
+* ``stored`` / ``indexed`` / ``on_the_fly``: :class:`masters.masking.MaskedTeacher` in each memory mode,
+  once per masker of ``--maskers`` (default ``magnitude``, the paper's).
+
+``--rank-compare row,column`` measures only ranking time, side by side: one process per dtype builds
+the teacher once and, for each memory mode, ranks it ``--rank-repeats`` times with each masker,
+alternating which goes first and restoring in between, so both see the same machine load (on a
+shared machine, separate processes minutes apart do not). The column masker (a strided unit
+layout) is compared with the row masker (contiguous units) it mirrors.
 
 Switch times: the median over the whole sequence in ``SWITCHES`` (full jumps such as 0 -> 0.2
 included), and the median of the four staircase steps (0.2 -> 0.15 -> ... -> 0) alone.
@@ -39,6 +48,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 LEVELS = ("0.2", "0.15", "0.1", "0.05", "0")
 SWITCHES = ("0.2", "0.15", "0.1", "0.05", "0", "0.2", "0.05", "0.15", "0")  # down, then up and down again
 CONTENDERS = ("copy", "prune", "stored", "indexed", "on_the_fly")
+MODES = ("stored", "indexed", "on_the_fly")  # the contenders that are a MaskedTeacher (one per masker)
 STAIRCASE_STEPS = slice(1, 5)  # SWITCHES[1:5]: 0.2 -> 0.15 -> 0.1 -> 0.05 -> 0, what a staircase schedule does
 
 MODELS = {
@@ -173,17 +183,26 @@ def time_forward(model, inputs, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def worker(contender: str, dtype: str, model_name: str, forward: bool) -> dict:
+def masker_spec_class(name: str):
+    from masters.masking.specs import BUILTIN_MASKER_SPECS
+
+    by_name = {cls.model_fields["name"].default: cls for cls in BUILTIN_MASKER_SPECS}
+    if name not in by_name:
+        raise SystemExit(f"unknown masker {name!r}; built-ins: {', '.join(sorted(by_name))}")
+    return by_name[name]
+
+
+def worker(contender: str, dtype: str, model_name: str, forward: bool, masker: str = "magnitude",
+           rank_repeats: int = 1) -> dict:
     import torch
 
     from masters.masking.runtime import MaskedTeacher
     from masters.masking.scope import find_maskable, select_scope
-    from masters.masking.specs import MagnitudeMaskerSpec
 
     torch.manual_seed(0)
     model, config = build_model(model_name, dtype)
     fix_rotary(model)
-    spec = MagnitudeMaskerSpec(memory=contender if contender in ("stored", "indexed", "on_the_fly") else "stored")
+    spec = masker_spec_class(masker)(memory=contender if contender in ("stored", "indexed", "on_the_fly") else "stored")
     scope = select_scope(find_maskable(model), spec)
     tensors = [t for _, t in scope.values()]
     n = sum(t.numel() for t in tensors)
@@ -192,7 +211,7 @@ def worker(contender: str, dtype: str, model_name: str, forward: bool) -> dict:
     sampler = RSSSampler()
     base = sampler.settled()
     sampler.mark()
-    out: dict = {"contender": contender, "dtype": dtype, "maskable": n, "params": sum(p.numel() for p in model.parameters()),
+    out: dict = {"contender": contender, "masker": masker if contender in MODES else None, "dtype": dtype, "maskable": n, "params": sum(p.numel() for p in model.parameters()),
                  "tensors": len(tensors), "baseline_rss": base, "threads": torch.get_num_threads()}
 
     if contender == "copy":
@@ -265,6 +284,50 @@ def worker(contender: str, dtype: str, model_name: str, forward: bool) -> dict:
             out["peak_forward_rss"] = sampler.mark() - base
             teacher.set_level("0")
             out["forward_unmasked_s"] = time_forward(model, inputs)
+        if rank_repeats > 1:  # more rankings of the restored teacher; rank_s becomes their median
+            teacher.close()
+            del teacher
+            times = [out["rank_s"]]
+            for _ in range(rank_repeats - 1):
+                gc.collect()
+                start = time.perf_counter()
+                again = MaskedTeacher(scope, spec.build(), LEVELS, memory=spec.memory, model=model)
+                times.append(time.perf_counter() - start)
+                again.close()
+                del again
+            out["rank_times_s"] = times
+            out["rank_s"] = statistics.median(times)
+    return out
+
+
+def worker_rank_compare(dtype: str, model_name: str, maskers: list[str], repeats: int) -> dict:
+    """Ranking time of each masker in each memory mode, interleaved in this one process."""
+    import torch
+
+    from masters.masking.runtime import MaskedTeacher
+    from masters.masking.scope import find_maskable, select_scope
+
+    torch.manual_seed(0)
+    model, _ = build_model(model_name, dtype)
+    first = list(select_scope(find_maskable(model), masker_spec_class(maskers[0])()).items())[:3]
+    original = {n: t.detach().clone() for n, (_, t) in first}  # a few masked tensors, to check each close() restores
+    out: dict = {"contender": "rank_compare", "dtype": dtype, "maskers": maskers, "repeats": repeats,
+                 "threads": torch.get_num_threads(), "times": {}}
+    for mode in MODES:
+        times: dict[str, list[float]] = {m: [] for m in maskers}
+        for i in range(repeats):
+            for masker in maskers if i % 2 == 0 else list(reversed(maskers)):
+                spec = masker_spec_class(masker)(memory=mode)
+                scope = select_scope(find_maskable(model), spec)
+                gc.collect()
+                start = time.perf_counter()
+                teacher = MaskedTeacher(scope, spec.build(), LEVELS, memory=mode, model=model)
+                times[masker].append(time.perf_counter() - start)
+                teacher.close()
+                del teacher
+        out["times"][mode] = times
+    out["maskable"] = sum(t.numel() for _, t in scope.values())
+    out["restored"] = all(torch.equal(t.detach(), original[n]) for n, (_, t) in first)
     return out
 
 
@@ -273,28 +336,37 @@ def worker(contender: str, dtype: str, model_name: str, forward: bool) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_one(contender: str, dtype: str, model: str, forward: bool, timeout: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", contender, "--dtypes", dtype, "--model", model]
+def run_one(contender: str, dtype: str, model: str, forward: bool, timeout: int, masker: str = "magnitude",
+            rank_repeats: int = 1) -> dict:
+    cmd = [sys.executable, __file__, "--worker", contender, "--dtypes", dtype, "--model", model,
+           "--maskers", masker, "--rank-repeats", str(rank_repeats)]
     if not forward:
         cmd.append("--no-forward")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
-        return {"contender": contender, "dtype": dtype, "error": (proc.stderr or proc.stdout)[-2000:]}
+        return {"contender": contender, "masker": masker if contender in MODES else None, "dtype": dtype,
+                "error": (proc.stderr or proc.stdout)[-2000:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def label(r: dict) -> str:
+    """A result's contender, with its masker when that is not the default magnitude masker."""
+    masker = r.get("masker")
+    return r["contender"] if masker in (None, "magnitude") else f"{r['contender']}:{masker}"
 
 
 def summarise(results: list[dict]) -> list[dict]:
     rows = []
     for dtype in sorted({r["dtype"] for r in results}):
-        by = {r["contender"]: r for r in results if r["dtype"] == dtype and "error" not in r}
+        by = {label(r): r for r in results if r["dtype"] == dtype and "error" not in r}
         copy_s = by.get("copy", {}).get("copy_s")
         for name, r in by.items():
             if name == "copy":
                 continue
             n = r["maskable"]
             row = {
-                "dtype": dtype, "contender": name, "maskable_M": round(n / 1e6, 1),
+                "dtype": dtype, "contender": r["contender"], "masker": r.get("masker"), "maskable_M": round(n / 1e6, 1),
                 "rank_all_levels_s": round(r["rank_s"], 3),
                 "rank_s_per_100M": round(r["rank_s"] / (n / 1e8), 3),
                 "switch_median_s": round(r["switch_s"], 4),
@@ -306,9 +378,10 @@ def summarise(results: list[dict]) -> list[dict]:
                 "bound_bytes_per_param": round(r["bound_bytes"] / n, 3) if "bound_bytes" in r else None,
                 "accounted_bytes_per_param": round(r["extra_bytes_accounted"] / n, 3) if "extra_bytes_accounted" in r else None,
             }
-            if "forward_s" in r and "stored" in by and "forward_s" in by["stored"]:
+            stored = "stored" if r.get("masker") in (None, "magnitude") else f"stored:{r['masker']}"
+            if "forward_s" in r and stored in by and "forward_s" in by[stored]:
                 row["forward_s"] = round(r["forward_s"], 3)
-                row["forward_over_materialised"] = round(r["forward_s"] / by["stored"]["forward_s"], 2)
+                row["forward_over_materialised"] = round(r["forward_s"] / by[stored]["forward_s"], 2)
             rows.append(row)
     return rows
 
@@ -317,28 +390,49 @@ def target_checks(rows: list[dict]) -> list[tuple[str, str, str, str, bool | Non
     """(dtype, mode, target, measured, met) for each of the issue's targets that a row measures."""
     checks = []
     for row in rows:
-        d, mode = row["dtype"], row["contender"]
+        d, mode, shown = row["dtype"], row["contender"], label(row)
         if mode == "prune":
             continue
-        checks.append((d, mode, "all levels ranked in <= 3 s per 100M weights", f"{row['rank_s_per_100M']} s",
+        checks.append((d, shown, "all levels ranked in <= 3 s per 100M weights", f"{row['rank_s_per_100M']} s",
                        row["rank_s_per_100M"] <= 3))
         if mode in ("stored", "indexed") and row.get("switch_over_copy") is not None:
-            checks.append((d, mode, "a level switch <= 2x the copy floor (median of the sequence)",
+            checks.append((d, shown, "a level switch <= 2x the copy floor (median of the sequence)",
                            f"{row['switch_over_copy']}x", row["switch_over_copy"] <= 2))
-            checks.append((d, mode, "a staircase step <= 2x the copy floor", f"{row['step_over_copy']}x",
+            checks.append((d, shown, "a staircase step <= 2x the copy floor", f"{row['step_over_copy']}x",
                            row["step_over_copy"] <= 2))
         if mode in ("stored", "indexed") and row.get("bound_bytes_per_param") is not None:
             bound = row["bound_bytes_per_param"]
-            checks.append((d, mode, f"extra memory about the mode's bound ({bound} B/weight; RSS within 10%)",
+            checks.append((d, shown, f"extra memory about the mode's bound ({bound} B/weight; RSS within 10%)",
                            f"{row['extra_bytes_per_param']} B/weight RSS, {row['accounted_bytes_per_param']} held",
                            row["extra_bytes_per_param"] <= 1.1 * bound))
         if mode == "on_the_fly":
-            checks.append((d, mode, "extra memory near zero (< 0.1 B/weight)", f"{row['extra_bytes_per_param']} B/weight",
+            checks.append((d, shown, "extra memory near zero (< 0.1 B/weight)", f"{row['extra_bytes_per_param']} B/weight",
                            row["extra_bytes_per_param"] < 0.1))
             if row.get("forward_over_materialised") is not None:
-                checks.append((d, mode, "forward time against the materialised mask (reported, no target)",
+                checks.append((d, shown, "forward time against the materialised mask (reported, no target)",
                                f"{row['forward_over_materialised']}x", None))
     return checks
+
+
+COLUMN_OVER_ROW_TARGET = 1.5  # issue 12: the column masker ranks within 1.5x of the row masker
+
+
+def column_vs_row(results: list[dict]) -> list[dict]:
+    """Ranking time of the column masker against the row masker, same dtype and memory mode,
+    interleaved in one process (``--rank-compare row,column``)."""
+    out = []
+    for r in results:
+        if r.get("contender") != "rank_compare" or "error" in r or not {"row", "column"} <= set(r["maskers"]):
+            continue
+        for mode, times in r["times"].items():
+            row_s, col_s = statistics.median(times["row"]), statistics.median(times["column"])
+            ratio = col_s / row_s
+            out.append({"dtype": r["dtype"], "mode": mode, "maskable_M": round(r["maskable"] / 1e6, 1),
+                        "row_rank_s": round(row_s, 3), "column_rank_s": round(col_s, 3),
+                        "column_over_row": round(ratio, 2), "met": ratio <= COLUMN_OVER_ROW_TARGET,
+                        "row_times_s": [round(t, 2) for t in times["row"]],
+                        "column_times_s": [round(t, 2) for t in times["column"]]})
+    return out
 
 
 def write_results(results: list[dict], rows: list[dict], model: str, wall: float, tag: str = "") -> Path:
@@ -352,21 +446,35 @@ def write_results(results: list[dict], rows: list[dict], model: str, wall: float
     meta = {"model": model, "machine": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
             "levels": list(LEVELS), "switch_sequence": list(SWITCHES), "wall_s": round(wall, 1),
             "date": time.strftime("%Y-%m-%d %H:%M")}
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "summary": rows, "raw": results}, indent=2) + "\n")
+    layouts = column_vs_row(results)
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "summary": rows, "column_vs_row": layouts,
+                                                      "raw": results}, indent=2) + "\n")
     cols = list(dict.fromkeys(k for row in rows for k in row))
-    lines = [f"# Masking benchmark: {model}", "", f"{meta['date']}, {meta['machine']}, {meta['cpus']} CPUs, torch {meta['torch']}.",
-             "Each contender ran in its own subprocess; extra memory is settled RSS after ranking minus the baseline.", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in rows:
-        lines.append("| " + " | ".join("" if row.get(c) is None else str(row.get(c)) for c in cols) + " |")
     threads = sorted({r["threads"] for r in results if "threads" in r})
-    lines += ["", f"Torch threads per contender: {', '.join(map(str, threads)) or 'unknown'}. Switch sequence "
-              f"{' -> '.join(SWITCHES)}; `step_*` is its staircase part ({' -> '.join(SWITCHES[STAIRCASE_STEPS.start - 1:STAIRCASE_STEPS.stop])}).",
-              "", "## Targets (issue 3)", "", "| dtype | mode | target | measured | met |", "|---|---|---|---|---|"]
-    lines += [f"| {d} | {m} | {t} | {v} | {'n/a' if ok is None else 'yes' if ok else 'no'} |" for d, m, t, v, ok in target_checks(rows)]
+    lines = [f"# Masking benchmark: {model}", "", f"{meta['date']}, {meta['machine']}, {meta['cpus']} CPUs, torch {meta['torch']}, "
+             f"torch threads per process: {', '.join(map(str, threads)) or 'unknown'}."]
+    if rows:
+        lines += ["Each contender ran in its own subprocess; extra memory is settled RSS after ranking minus the baseline.", "",
+                  "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for row in rows:
+            lines.append("| " + " | ".join("" if row.get(c) is None else str(row.get(c)) for c in cols) + " |")
+        lines += ["", f"Switch sequence {' -> '.join(SWITCHES)}; `step_*` is its staircase part "
+                  f"({' -> '.join(SWITCHES[STAIRCASE_STEPS.start - 1:STAIRCASE_STEPS.stop])}).",
+                  "", "## Targets (issue 3)", "", "| dtype | mode | target | measured | met |", "|---|---|---|---|---|"]
+        lines += [f"| {d} | {m} | {t} | {v} | {'n/a' if ok is None else 'yes' if ok else 'no'} |" for d, m, t, v, ok in target_checks(rows)]
+    if layouts:
+        lines += ["", "## Column vs row ranking (issue 12)", "",
+                  "All levels ranked by the column masker (a strided unit layout: each input column) against the "
+                  "row masker (contiguous rows), interleaved in one process per dtype on the same teacher (restored "
+                  f"between rankings); target: column <= {COLUMN_OVER_ROW_TARGET}x row. Times are medians of the runs listed.", "",
+                  "| dtype | mode | maskable M | row rank s | column rank s | column / row | met | row runs s | column runs s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {c['dtype']} | {c['mode']} | {c['maskable_M']} | {c['row_rank_s']} | {c['column_rank_s']} | "
+                  f"{c['column_over_row']}x | {'yes' if c['met'] else 'no'} | {c['row_times_s']} | {c['column_times_s']} |"
+                  for c in layouts]
     errors = [r for r in results if "error" in r]
     for r in errors:
-        lines += ["", f"**{r['contender']} {r['dtype']} failed:**", "```", r["error"][-1500:], "```"]
+        lines += ["", f"**{label(r)} {r['dtype']} failed:**", "```", r["error"][-1500:], "```"]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     return RESULTS / f"{stem}.md"
 
@@ -376,7 +484,7 @@ def print_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="masking: ratios against baselines measured in the same run")
-    cols = ["dtype", "contender", "rank_s_per_100M", "switch_median_s", "switch_over_copy", "step_over_copy",
+    cols = ["dtype", "contender", "masker", "rank_s_per_100M", "switch_median_s", "switch_over_copy", "step_over_copy",
             "extra_bytes_per_param",
             "bound_bytes_per_param", "forward_over_materialised"]
     for c in cols:
@@ -399,23 +507,50 @@ def main(argv=None) -> int:
     parser.add_argument("--copy-reuse", action="store_true",
                         help="copy floor into one reused buffer per tensor shape (for teachers with no room for a copy)")
     parser.add_argument("--tag", default="", help="suffix of the results file name (keep earlier runs)")
+    parser.add_argument("--maskers", default="magnitude",
+                        help="built-in maskers the MaskedTeacher contenders run with, e.g. row,column (one subprocess each)")
+    parser.add_argument("--rank-repeats", type=int, default=1,
+                        help="rank the restored teacher this many times in each worker and report the median")
+    parser.add_argument("--rank-compare", default="",
+                        help="only compare ranking times of these maskers (e.g. row,column), interleaved in one process per dtype")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the workers
     if args.copy_reuse:
         os.environ["MASTERS_BENCH_COPY_REUSE"] = "1"
+    if args.worker == "rank_compare":
+        print(json.dumps(worker_rank_compare(args.dtypes, args.model, args.rank_compare.split(","), args.rank_repeats)))
+        return 0
     if args.worker:
-        print(json.dumps(worker(args.worker, args.dtypes, args.model, not args.no_forward)))
+        print(json.dumps(worker(args.worker, args.dtypes, args.model, not args.no_forward, args.maskers,
+                                args.rank_repeats)))
         return 0
     start = time.perf_counter()
     results = []
+    if args.rank_compare:
+        for dtype in args.dtypes.split(","):
+            print(f"ranking {args.rank_compare} {dtype} x{args.rank_repeats} per mode ...", file=sys.stderr, flush=True)
+            cmd = [sys.executable, __file__, "--worker", "rank_compare", "--dtypes", dtype, "--model", args.model,
+                   "--rank-compare", args.rank_compare, "--rank-repeats", str(args.rank_repeats)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
+                                  env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"))
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
+                           {"contender": "rank_compare", "dtype": dtype, "error": (proc.stderr or proc.stdout)[-2000:]})
+        for c in column_vs_row(results):
+            print(f"{c['dtype']} {c['mode']}: row {c['row_rank_s']} s, column {c['column_rank_s']} s, "
+                  f"column/row {c['column_over_row']}x", file=sys.stderr)
+        path = write_results(results, [], args.model, time.perf_counter() - start, args.tag)
+        print(f"results: {path} and {path.with_suffix('.json')}")
+        return 0
     for dtype in args.dtypes.split(","):
         for contender in args.contenders.split(","):
-            print(f"running {contender} {dtype} ...", file=sys.stderr, flush=True)
-            results.append(run_one(contender, dtype, args.model, not args.no_forward, args.timeout))
-            if "error" in results[-1]:
-                print(results[-1]["error"][-800:], file=sys.stderr)
+            for masker in args.maskers.split(",") if contender in MODES else ["magnitude"]:
+                print(f"running {contender} {masker if contender in MODES else ''} {dtype} ...", file=sys.stderr, flush=True)
+                results.append(run_one(contender, dtype, args.model, not args.no_forward, args.timeout, masker,
+                                       args.rank_repeats))
+                if "error" in results[-1]:
+                    print(results[-1]["error"][-800:], file=sys.stderr)
     rows = summarise(results)
     print_table(rows)
     path = write_results(results, rows, args.model, time.perf_counter() - start, args.tag)

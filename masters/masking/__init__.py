@@ -20,6 +20,8 @@ _LAZY = {
     "select_scope": "masters.masking.scope",
     "unwrap_model": "masters.masking.scope",
     "export_masked_checkpoint": "masters.masking.export",
+    "UnitLayout": "masters.masking.layout",
+    "LayoutError": "masters.masking.layout",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,11 +1,14 @@
 """The masked teacher: rank once at ``r_max``, then move between levels exactly, in either direction.
 
 Every level is a prefix of one ranking (per unit: the ``floor(r * S)`` smallest scores, ties by
-position), so masks nest and each unit realises its ratio exactly. Three memory modes:
+position), so masks nest and each unit realises its ratio exactly. Units follow the masker's
+layout (:mod:`masters.masking.layout`): scores are computed in flat order, permuted into ``[U, S]``
+in layout order for ranking, and masked positions are mapped back to flat indices; contiguous
+layouts (per tensor, row, expert, N:M along the input) skip the permutation. Three memory modes:
 
 * ``stored`` (default): weights are zeroed in place. Restoring needs only a bit mask of the
-  ``r_max`` set (1/8 byte per parameter) and the masked values in flat order (``r_max`` x bytes per
-  weight); which of them are masked at a lower level is recomputed from the stored values with the
+  ``r_max`` set (1/8 byte per parameter) and the masked values in layout order (``r_max`` x bytes
+  per weight); which of them are masked at a lower level is recomputed from the stored values with the
   per-unit thresholds, so no int64 order is ever kept. The forward pass costs nothing extra.
 * ``indexed``: weights are zeroed in place as in ``stored``, but the masked values are kept
   ordered by the level that masks them, with their int32 positions (``r_max`` x (bytes per weight

@@ -1,9 +1,10 @@
 """Exact selection of the smallest scores per unit: thresholds for every level from one ranking.
 
-A masker views each tensor as ``[U, S]`` (U units of S elements) and gives each element a score;
-at ratio ``r`` every unit masks its ``floor(r * S)`` smallest elements, ties broken by position
-inside the unit. Such a set is described exactly by a threshold pair per unit: every element with
-``score < k`` plus the first ``t`` elements (in flat order) with ``score == k``. Storing ``(k, t)``
+A masker splits each tensor into units (a layout, which the runtime permutes into ``[U, S]``: U
+units of S elements, each row in the unit's order) and gives each element a score; at ratio ``r``
+every unit masks its ``floor(r * S)`` smallest elements, ties broken by position inside the unit.
+Such a set is described exactly by a threshold pair per unit: every element with ``score < k``
+plus the first ``t`` elements (in the row's order) with ``score == k``. Storing ``(k, t)``
 per unit and level costs bytes, not a copy, and masks nest because a smaller count never moves
 the threshold up. No ``torch.quantile`` (it fails beyond 2**24 elements): ``topk`` per tensor.
 """
