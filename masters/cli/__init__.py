@@ -8,10 +8,13 @@ bodies: ``list``, ``describe``, ``validate`` and ``schema`` must stay light.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
     "masters.cli.components",
@@ -46,21 +49,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _sigterm_as_interrupt():
         warnings.simplefilter("default", PluginWarning)
         warnings.showwarning = _one_line_warning
         try:
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a closed pipe (`masters schema | head`) surfaces here, not at exit
+            return code
         except MastersError as exc:
             print_error(exc)
             return exc.exit_code
-        except KeyboardInterrupt:
-            print("interrupted: run the same command again to resume", file=sys.stderr)
-            return 130
+        except BrokenPipeError:
+            # The reader went away (head, less): end quietly, as a Unix tool does.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        except KeyboardInterrupt as exc:
+            signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+            what = "terminated" if signum == signal.SIGTERM else "interrupted"
+            print(f"{what}: run the same command again to resume", file=sys.stderr)
+            return 128 + int(signum)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (how schedulers pre-empt a job), handled like Ctrl-C: every stage resumes."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise _Terminated(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an embedding program): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    print(f"warning: {message}", file=sys.stderr)
+    from masters.errors import ConfigNote
+
+    print(f"{'note' if issubclass(category, ConfigNote) else 'warning'}: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

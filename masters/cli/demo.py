@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from masters.cli.output import console
+from masters.cli.output import console, positive_int
 
 
 def add_commands(subparsers: Any) -> None:
@@ -13,7 +13,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--config", help="demo config (default: the built-in one, as in configs/demo.yaml)")
     p.add_argument("--output", help="run directory (default: the config's output_dir, runs/demo)")
     p.add_argument("--cache", help="where trained teachers and base students are kept (default: OUTPUT/cache)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default 1: fastest for tiny models)")
+    p.add_argument("--threads", type=positive_int, help="torch intra-op threads (default 1: fastest for tiny models)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from masters.cli.output import non_negative_int, positive_int
+
 
 def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("timeline", help="print (and plot) the planned teacher and mask level per step",
                               description="Print the planned teacher and mask level per step of a run, before training.")
     p.add_argument("config", help="run config (YAML)")
-    p.add_argument("--steps", type=int, help="total optimizer steps (default: derived from the config when possible)")
+    p.add_argument("--steps", type=positive_int, help="total optimizer steps (default: derived from the config when possible)")
     p.add_argument("--plot", metavar="PATH", help="also write the timeline as a PNG")
     p.set_defaults(func=timeline)
 
@@ -19,7 +21,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("config", help="run config (YAML)")
     p.add_argument("--level", required=True, help="mask ratio, e.g. 0.2, '20%%' or 2000bp")
     p.add_argument("--out", required=True, help="output directory (must be new or empty)")
-    p.add_argument("--teacher", type=int, default=0, help="index of the teacher in the chain (default 0)")
+    p.add_argument("--teacher", type=non_negative_int, default=0, help="index of the teacher in the chain (default 0)")
     p.set_defaults(func=mask)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from masters.cli.output import console
+from masters.cli.output import console, positive_int
 
 
 def add_commands(subparsers: Any) -> None:
@@ -30,7 +30,7 @@ def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("ablate", help="run a grid of configs that swap components or values by name")
     p.add_argument("config", help="base YAML run config")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="dotted key and values, e.g. training.method=masters,sft (repeatable); keys joined by + move together: training.n_teacher+training.n_student=[8,0],[4,4]")
+                   help="dotted key and values, e.g. objective=masters,sft (repeatable); keys joined by + move together: training.n_teacher+training.n_student=[8,0],[4,4]")
     p.add_argument("--seeds", help="comma-separated seeds (a grid over `seed`)")
     p.add_argument("--out", help="where the cells and results go (default: output_dir/ablate)")
     p.set_defaults(func=cmd_ablate)
@@ -45,7 +45,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("config", help="YAML run config (data and rewards)")
     p.add_argument("--model", help="checkpoint directory (default: the run's trained student)")
     p.add_argument("--split", default="test", choices=["validation", "test", "train"])
-    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=positive_int, default=16)
     p.set_defaults(func=cmd_evaluate)
 
 
