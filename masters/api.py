@@ -37,6 +37,9 @@ _LAZY: dict[str, str] = {
     # errors
     "SpecError": "masters.errors",
     "DataError": "masters.errors",
+    # masker unit layouts (rows, columns, blocks, N:M groups, or any view + permutation)
+    "UnitLayout": "masters.masking.layout",
+    "LayoutError": "masters.masking.layout",
     # protocols and the values they exchange
     "Masker": "masters.interfaces",
     "RestoreSchedule": "masters.interfaces",
