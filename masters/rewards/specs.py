@@ -92,6 +92,14 @@ class LLMJudgeRewardSpec(RewardSpec):
     )
     """Fields that change how the judge is reached, not what it answers (a score key may ignore them)."""
 
+    @classmethod
+    def conformance_example(cls, tmp_dir: Any) -> Any:
+        """For the conformance kit (masters.testing): judged by a stand-in adapter, no model, no network."""
+        from masters.rewards.testing import AgreeingJudge
+        from masters.testing.examples import ConformanceExample
+
+        return ConformanceExample(context={"judge_adapter": AgreeingJudge()})
+
     backend: Literal["adapter", "http"] = Field(
         "adapter",
         description="adapter: a local VLM judges, text only, greedy; http: an OpenAI-compatible endpoint "

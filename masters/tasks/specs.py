@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field
 
@@ -26,6 +26,9 @@ class ShapesTaskSpec(TaskSpec):
     )
     max_shapes: int = Field(3, ge=1, le=4, description="Most shapes in one image (one per quadrant).")
 
+    # what the conformance kit (masters.testing.tasks) builds: the defaults, smaller
+    conformance_example: ClassVar[dict[str, Any]] = {"n_train": 24, "n_validation": 8, "n_test": 8}
+
 
 class LlavaJsonTaskSpec(TaskSpec):
     """LLaVA-style JSON conversations with image paths (splits carved by a hash of the record id)."""
@@ -36,6 +39,13 @@ class LlavaJsonTaskSpec(TaskSpec):
     image_root: str = Field(".", description="Directory image paths are relative to.")
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
+
+    @classmethod
+    def conformance_example(cls, tmp_dir: Any) -> dict[str, Any]:
+        """For the conformance kit: a small LLaVA JSON file (with images) written under tmp_dir."""
+        from masters.testing.tasks import llava_json_example
+
+        return llava_json_example(tmp_dir)
 
 
 class HFDatasetsTaskSpec(TaskSpec):
@@ -51,6 +61,13 @@ class HFDatasetsTaskSpec(TaskSpec):
     choices_column: Optional[str] = None
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
+
+    @classmethod
+    def conformance_example(cls, tmp_dir: Any) -> dict[str, Any]:
+        """For the conformance kit: a small Parquet table written under tmp_dir."""
+        from masters.testing.tasks import hf_parquet_example
+
+        return hf_parquet_example(tmp_dir)
 
 
 BUILTIN_TASK_SPECS: tuple[type[TaskSpec], ...] = (ShapesTaskSpec, LlavaJsonTaskSpec, HFDatasetsTaskSpec)
