@@ -223,7 +223,29 @@ def parse_yaml(text: str, *, where: str) -> Any:
     if _expanded_size(data, {}) - _unique_nodes(data, set()) > MAX_ALIAS_EXPANSIONS:
         raise ConfigError(f"refused YAML: more than {MAX_ALIAS_EXPANSIONS:,} alias expansions", where=where,
                           fix="write the values out instead of chaining YAML aliases")
+    nul = _nul_location(data, [], set())
+    if nul is not None:
+        raise ConfigError(f"{nul or '(top level)'}: a string holds a NUL byte (\\0), which no path or name may hold",
+                          where=where, fix="remove the \\0 (or \\x00) escape from that value")
     return data
+
+
+def _nul_location(value: Any, at: list[str], seen: set[int]) -> str | None:
+    """The dotted place of the first string (key or value) holding a NUL byte; None when there is none."""
+    if isinstance(value, str):
+        return ".".join(at) if "\x00" in value else None
+    if isinstance(value, (dict, list)):
+        if id(value) in seen:
+            return None
+        seen.add(id(value))
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, child in items:
+            if isinstance(key, str) and "\x00" in key:
+                return ".".join([*at, repr(key)])
+            found = _nul_location(child, [*at, str(key)], seen)
+            if found is not None:
+                return found
+    return None
 
 
 class _YamlLimit(Exception):
@@ -274,6 +296,53 @@ def validate_run_spec(data: Mapping[str, Any], *, source: str | None = None, not
     except ValidationError as exc:
         problems = [_problem(model, err) for err in exc.errors()]
         raise SpecError([(written_location(loc, written), msg) for loc, msg in problems], source=source) from None
+
+
+def path_problems(spec: Any) -> list[tuple[str, str]]:
+    """(location, problem) for every path of a run spec that cannot be what it should be: a model
+    directory without config.json, a missing data file or image root, an output or bank directory
+    that is a regular file or a non-empty directory of other files. Reads, never writes."""
+    from masters.files import EARLIER_OUTPUT, OWNER_MARK, LOCK_NAME
+
+    problems: list[tuple[str, str]] = []
+
+    def model(loc: str, path: str) -> None:
+        p = Path(path)
+        if not p.exists():
+            problems.append((loc, f"model directory {path!r} not found (a local save_pretrained directory)"))
+        elif not p.is_dir():
+            problems.append((loc, f"{path!r} is a file, not a model directory"))
+        elif not (p / "config.json").is_file():
+            problems.append((loc, f"{path!r} has no config.json: not a saved checkpoint"))
+
+    for i, teacher in enumerate(spec.teachers):
+        model(f"teachers.{i}.path" if len(spec.teachers) > 1 else "teacher", teacher.path)
+    model("student", spec.student.path)
+    task = spec.task
+    for field, kind in (("path", "data"), ("image_root", "dir")):
+        value = getattr(task, field, None)
+        if not isinstance(value, str) or not value:
+            continue
+        p = Path(value)
+        if not p.exists():
+            problems.append((f"task.{field}", f"{value!r} not found"))
+        elif kind == "dir" and not p.is_dir():
+            problems.append((f"task.{field}", f"{value!r} is not a directory"))
+    outputs = [("output_dir", spec.output_dir)] + ([("bank_dir", spec.bank_dir)] if spec.bank_dir else [])
+    for loc, value in outputs:
+        p = Path(value)
+        if p.exists() and not p.is_dir():
+            problems.append((loc, f"{value!r} is a regular file, not a directory"))
+        elif p.is_dir():
+            others = [c for c in p.iterdir() if c.name not in (OWNER_MARK, LOCK_NAME)]
+            if others and not any((p / m).exists() for m in EARLIER_OUTPUT):
+                problems.append((loc, f"{value!r} is a non-empty directory without earlier masters output "
+                                 "(masters never writes among other files)"))
+        else:
+            parent = next((a for a in p.absolute().parents if a.exists()), None)
+            if parent is not None and not parent.is_dir():
+                problems.append((loc, f"{str(parent)!r} on the path is a regular file"))
+    return problems
 
 
 def load_run_spec(path: str | Path) -> Any:

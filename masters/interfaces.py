@@ -292,6 +292,7 @@ SIGNALS: tuple[str, ...] = (
     "distillation_reward",  # the distillation rewards of spec.rewards, from the same divergence
     "reference_logprobs",  # per-token log-probs under the initial student (for a KL)
     "group_index",  # which question group each response belongs to
+    "behaviour_logprobs",  # per-token log-probs under the distribution each banked row was sampled from (mu)
 )
 
 
@@ -340,6 +341,7 @@ class StepInputs:
     reward_weights: dict[str, float] | None = None
     reference_logprobs: torch.Tensor | None = None
     group_index: torch.Tensor | None = None
+    behaviour_logprobs: torch.Tensor | None = None
     step: int = 0
 
 

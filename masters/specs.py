@@ -254,7 +254,7 @@ class GenerationSpec(StrictModel):
     repetition_penalty: float = Field(1.05, gt=0, description="Repetition penalty (paper: 1.05).")
     max_new_tokens: int = Field(256, ge=1, description="Maximum response length in tokens.")
     batch_size: int = Field(8, ge=1, description="Prompts per generate() call.")
-    seed: int = Field(0, description="Bank seed: sampling and which questions each stage gets. Shared across "
+    seed: int = Field(0, ge=0, lt=2**63, description="Bank seed: sampling and which questions each stage gets. Shared across "
                       "run seeds (decision 10), so one bank serves every seed of an experiment.")
     bank_levels: Literal["scheduled", "all"] = Field(
         "scheduled",
@@ -309,7 +309,7 @@ class RunSpecBase(StrictModel):
     bank_dir: Optional[str] = Field(
         None, description="Where the response bank lives (default: output_dir/bank). Runs that share "
         "generation settings (seeds, ablation cells) can share one bank; rows are keyed, so each adds what it needs.")
-    seed: int = Field(0, description="Student initialisation and data order; teacher and bank are shared.")
+    seed: int = Field(0, ge=0, lt=2**63, description="Student initialisation and data order; teacher and bank are shared.")
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
 

@@ -157,13 +157,16 @@ class HFVLMAdapter:
         cls = self.model_class_for(config)
         dtype = "auto" if self.spec.dtype == "auto" else getattr(torch, self.spec.dtype)
         attn = choose_attention(self.spec.attn_implementation)
-        try:
-            return cls.from_pretrained(str(path), dtype=dtype, attn_implementation=attn).eval()
-        except (OSError, ValueError, KeyError) as exc:
-            names = ", ".join(map(str, config.get("architectures") or ())) or "none"
-            raise MastersError(f"cannot load the model: {type(exc).__name__}: {exc}", where=str(path),
-                               fix="check that the directory holds a complete checkpoint (config + weights) of a "
-                               f"model class this transformers knows (config.json architectures: {names})") from None
+        from masters.files import guarded_load
+
+        names = ", ".join(map(str, config.get("architectures") or ())) or "none"
+        with guarded_load(path, "model checkpoint", fix="check that the directory holds a complete checkpoint "
+                          f"(config + weights) of a model class this transformers knows (config.json architectures: "
+                          f"{names}); a truncated or corrupt model.safetensors must be saved again"):
+            try:
+                return cls.from_pretrained(str(path), dtype=dtype, attn_implementation=attn).eval()
+            except KeyError as exc:  # a config naming an unknown sub-model type
+                raise ValueError(f"KeyError {exc}") from None
 
     def processor_class_for(self, config: Mapping[str, Any]) -> str:
         """Family hook: ``"module:Class"`` of the processor for a checkpoint's config.json."""
@@ -176,11 +179,14 @@ class HFVLMAdapter:
 
         module, _, name = self.processor_class_for(read_checkpoint_config(path)).partition(":")
         cls = getattr(importlib.import_module(module), name)
-        try:
-            processor = cls.from_pretrained(str(path))
-        except (OSError, ValueError, TypeError) as exc:
-            raise MastersError(f"cannot load the processor: {exc}", where=str(path),
-                               fix="save the processor (tokenizer + image processor) beside the model") from None
+        from masters.files import guarded_load
+
+        with guarded_load(path, "processor (tokenizer + image processor)",
+                          fix="save the processor (tokenizer + image processor) beside the model"):
+            try:
+                processor = cls.from_pretrained(str(path))
+            except TypeError as exc:
+                raise ValueError(str(exc)) from None
         processor.tokenizer.padding_side = "left"
         return processor
 

@@ -24,15 +24,27 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     if not config_file.is_file():
         raise MastersError("no config.json in the checkpoint directory", where=str(path),
                            fix="point at the directory that holds config.json (save_pretrained writes it)")
-    try:
+    from masters.files import guarded_load
+
+    with guarded_load(config_file, "checkpoint config.json", fix="restore the checkpoint's config.json"):
         config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MastersError(f"cannot read config.json: {exc}", where=str(config_file),
-                           fix="restore the checkpoint's config.json") from None
     if not isinstance(config, dict) or "model_type" not in config:
         raise MastersError("config.json has no model_type", where=str(config_file),
                            fix="save the model with save_pretrained so config.json names its model_type")
     return config
+
+
+def load_tokenizer(path: str | Path, *, where: str = "model") -> Any:
+    """The tokenizer of a local checkpoint directory, through the guarded load path: a missing
+    directory never reaches ``AutoTokenizer.from_pretrained`` (which would call it a bad repo id)."""
+    from masters.files import guarded_load, require_dir
+
+    fix = f"point {where}'s path at a local directory saved with save_pretrained (tokenizer files included)"
+    path = require_dir(path, f"{where} checkpoint directory", fix)
+    from transformers import AutoTokenizer
+
+    with guarded_load(path, f"{where} tokenizer", fix=fix):
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
 def adapter_spec_for(model_spec: Any):

@@ -11,7 +11,7 @@ from masters.ratios import Ratio
 
 
 class HFBackend:
-    capabilities = BackendCapabilities(per_row_seeds=True, rows_equal_hf=True, behaviour_logprobs=False)
+    capabilities = BackendCapabilities(per_row_seeds=True, rows_equal_hf=True, behaviour_logprobs=True)
 
     def __init__(self, spec: Any, **context: Any) -> None:
         self.spec = spec
@@ -64,14 +64,18 @@ class HFSession:
         if len(seeds) != len(samples):
             raise ValueError(f"{len(samples)} samples but {len(seeds)} seeds")
         processors = [LimitVocabulary(self.vocab_limit, banned_response_ids(self.adapter))]
+        sampler = None
         if settings.temperature > 0:
-            processors.append(PerRowGumbelSampler(list(seeds), temperature=settings.temperature,
-                                                  top_k=settings.top_k, top_p=settings.top_p))
+            sampler = PerRowGumbelSampler(list(seeds), temperature=settings.temperature,
+                                          top_k=settings.top_k, top_p=settings.top_p)
+            processors.append(sampler)
         # The sampling happens in our logits processor: generate itself runs greedy (and
         # transformers refuses num_return_sequences > 1 without do_sample, so rows come repeated).
         outputs = self.adapter.generate(list(samples), max_new_tokens=settings.max_new_tokens, do_sample=False,
                                         repetition_penalty=settings.repetition_penalty, logits_processor=processors)
-        return [GeneratedResponse(list(ids)) for ids in outputs]
+        if sampler is None:  # greedy: a point mass, log-prob 0 for every token
+            return [GeneratedResponse(list(ids), [0.0] * len(ids)) for ids in outputs]
+        return [GeneratedResponse(list(ids), sampler.behaviour_logprobs(i, len(ids))) for i, ids in enumerate(outputs)]
 
     def decode(self, responses: Sequence[Sequence[int]]) -> list[str]:
         return self.adapter.decode(responses)

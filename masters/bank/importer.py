@@ -38,8 +38,10 @@ if TYPE_CHECKING:
 
 REQUIRED = ("source", "teacher", "level_bp", "question_id", "sample_index", "response_text", "token_ids")
 DERIVED = ("row_id", "num_tokens", "empty", "truncated", "seed", "stage_hash", "generation")
+OPTIONAL = ("behaviour_logprobs",)  # null when absent (vLLM's logprobs of the sampled tokens fill it)
+OPTIONAL = ("behaviour_logprobs",)  # null when absent (vLLM's logprobs of the sampled tokens fill it)
 FINGERPRINT = "tokenizer_fingerprint"
-ALLOWED = frozenset(REQUIRED + DERIVED + (FINGERPRINT,))
+ALLOWED = frozenset(REQUIRED + DERIVED + OPTIONAL + (FINGERPRINT,))
 SHARD_ROWS = 50_000
 
 
@@ -57,9 +59,9 @@ def normalise_whitespace(text: str) -> str:
 
 
 def student_tokenizer(spec: RunSpec) -> Any:
-    from transformers import AutoTokenizer
+    from masters.adapters.resolve import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(spec.student.path)
+    return load_tokenizer(spec.student.path, where="student")
 
 
 def fingerprint_of(tokenizer: Any) -> str:
@@ -112,7 +114,10 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], str | None]:
         return table.to_pylist(), fp.decode() if fp is not None else None
     if suffix in (".jsonl", ".ndjson"):
         rows = []
-        with open(path, encoding="utf-8") as handle:
+        from masters.files import guarded_load
+
+        with guarded_load(path, "JSONL file", fix="write UTF-8 JSON, one object per line"), \
+                open(path, encoding="utf-8") as handle:
             for line_no, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
@@ -264,6 +269,17 @@ class _Validator:
                 return None
             raise fail(f"key {key!r} is already banked with a different response",
                        "give the row another sample_index, or import into another output_dir")
+        behaviour = raw.get("behaviour_logprobs")
+        if behaviour is not None:
+            import math
+
+            if (not isinstance(behaviour, (list, tuple)) or len(behaviour) != len(ids)
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v <= 1e-6
+                               for v in behaviour)):
+                raise fail("behaviour_logprobs is not one finite log-prob (<= 0) per token",
+                           "store the sampled tokens' log-probs under the sampling distribution, or drop the column")
+            behaviour = [float(v) for v in behaviour]
+        row["behaviour_logprobs"] = behaviour
         return row
 
     def _params(self, value: Any, fail: Any) -> dict[str, Any]:
@@ -293,29 +309,32 @@ def import_files(spec: RunSpec, files: Sequence[str | Path], *, force: bool = Fa
     loaded = [(p, *read_rows(p)) for p in paths]  # read before the bank is touched: a bad path writes nothing
     splits = splits or load_splits(spec.task)
     fields = generation_fields(spec)
-    bank = ResponseBank.open(bank_dir(spec), stage_hash=stage_hash("generate", fields), tokenizer_fingerprint=fingerprint,
-                             metadata={"fields": json.loads(json.dumps(fields, default=str)), "provenance": provenance()},
-                             force=force)
-    validator = _Validator(spec, bank, tokenizer=tokenizer, fingerprint=fingerprint, splits=splits)
-    present = bank.keys()
-    report = ImportReport(files=[str(p) for p in paths])
-    fresh: list[dict[str, Any]] = []
-    for path, rows, file_fp in loaded:
-        validator.check_fingerprint(path, rows, file_fp, tokenizer_fingerprint)
-        keys = [_safe_key(r) for r in rows]
-        banked = _banked_rows(bank, {k for k in keys if k in present})
-        for index, raw in enumerate(rows):
-            row = validator.row(path, index, raw, banked)
-            report.rows_read += 1
-            if row is None:
-                report.rows_skipped += 1
-                continue
-            fresh.append(row)
-            group = "student" if row["source"] == STUDENT else f"{Path(row['teacher']).name} @ {row['level_bp']} bp"
-            report.per_group[group] = report.per_group.get(group, 0) + 1
-    for start in range(0, len(fresh), SHARD_ROWS):
-        report.rows_written += bank.append(fresh[start:start + SHARD_ROWS])
-    return report
+    from masters.engine.locks import run_outputs
+
+    with run_outputs(spec, "bank import", bank=True):  # one writer per directory (decision 19)
+        bank = ResponseBank.open(bank_dir(spec), stage_hash=stage_hash("generate", fields), tokenizer_fingerprint=fingerprint,
+                                 metadata={"fields": json.loads(json.dumps(fields, default=str)), "provenance": provenance()},
+                                 force=force)
+        validator = _Validator(spec, bank, tokenizer=tokenizer, fingerprint=fingerprint, splits=splits)
+        present = bank.keys()
+        report = ImportReport(files=[str(p) for p in paths])
+        fresh: list[dict[str, Any]] = []
+        for path, rows, file_fp in loaded:
+            validator.check_fingerprint(path, rows, file_fp, tokenizer_fingerprint)
+            keys = [_safe_key(r) for r in rows]
+            banked = _banked_rows(bank, {k for k in keys if k in present})
+            for index, raw in enumerate(rows):
+                row = validator.row(path, index, raw, banked)
+                report.rows_read += 1
+                if row is None:
+                    report.rows_skipped += 1
+                    continue
+                fresh.append(row)
+                group = "student" if row["source"] == STUDENT else f"{Path(row['teacher']).name} @ {row['level_bp']} bp"
+                report.per_group[group] = report.per_group.get(group, 0) + 1
+        for start in range(0, len(fresh), SHARD_ROWS):
+            report.rows_written += bank.append(fresh[start:start + SHARD_ROWS])
+        return report
 
 
 def _banked_rows(bank: Any, keys: set[str]) -> dict[str, dict[str, Any]]:
@@ -347,4 +366,4 @@ def _short(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[:n] + "..."
 
 
-assert set(REQUIRED + DERIVED) == set(BANK_SCHEMA.names)
+assert set(REQUIRED + DERIVED + OPTIONAL) == set(BANK_SCHEMA.names)

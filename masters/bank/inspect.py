@@ -168,9 +168,11 @@ def plot_degradation(stats: Sequence[GroupStats], path: str | os.PathLike[str], 
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
+    from masters.files import atomic_path
+
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=100)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return out
 

@@ -17,6 +17,12 @@ empty                     bool            no visible text after stripping
 seed                      int64           sampling seed, derived from (seed, teacher, level, question, sample)
 generation                string (JSON)   sampling parameters used for this row
 stage_hash                string          hash of the spec fields the generation stage read
+behaviour_logprobs        list<float32>   per token, the log-prob of the sampled token under the
+                          (null)          distribution actually sampled from (after repetition
+                                          penalty, temperature, top-k/top-p, renormalised): mu of
+                                          TOPR. Null in banks written before it existed and for
+                                          backends without it; ``masters bank behaviour-logprobs``
+                                          fills it by teacher-forcing the generator.
 ========================  ==============  ======================================================
 
 Bank-wide provenance (masker, seed, tokenizer fingerprint, package and plugin versions) lives in
@@ -44,7 +50,10 @@ BANK_SCHEMA = pa.schema([
     pa.field("seed", pa.int64(), nullable=False),
     pa.field("generation", pa.string(), nullable=False),
     pa.field("stage_hash", pa.string(), nullable=False),
+    pa.field("behaviour_logprobs", pa.list_(pa.float32()), nullable=True),
 ])
+# Columns added after banks were written: a shard without them reads them as null.
+LATER_COLUMNS: tuple[str, ...] = ("behaviour_logprobs",)
 
 SCORE_SCHEMA = pa.schema([
     pa.field("row_id", pa.string(), nullable=False),

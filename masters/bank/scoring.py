@@ -52,8 +52,18 @@ def score_bank(bank: ResponseBank, samples: Mapping[str, Any], reward_specs: Seq
     ``context`` goes to each reward's ``spec.build`` (the LLM judge takes ``default_model_path``,
     the unmasked teacher, from it).
     """
+    bank.manifest()  # a clear error when the bank does not exist yet (before anything is created)
+    with bank.writing("score"):  # one writer per directory (decision 19)
+        return _score_bank(bank, samples, reward_specs, batch_size=batch_size, progress=progress, context=context)
+
+
+def _score_bank(bank: ResponseBank, samples: Mapping[str, Any], reward_specs: Sequence[Any], *,
+                batch_size: int, progress: bool, context: Mapping[str, Any] | None) -> ScoringReport:
     table = bank.table(["row_id", "question_id", "response_text"])
     rows = table.to_pylist()
+    if not rows:
+        raise DataError("the bank holds no responses to score", where=str(bank.directory),
+                        fix="run `masters generate CONFIG` first (or check that the data has train questions)")
     missing = sorted({r["question_id"] for r in rows} - set(samples))
     if missing:
         raise DataError(

@@ -20,36 +20,28 @@ import pyarrow.parquet as pq
 
 from masters.bank.schema import BANK_SCHEMA, FORMAT, SCORE_SCHEMA
 from masters.errors import DataError, MastersError
+from masters.files import atomic_path, atomic_write_json, clean_temporaries, guarded_load
 
 MANIFEST = "bank.json"
 
 
 def _atomic_write_table(table: pa.Table, directory: Path, prefix: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{prefix}-{uuid.uuid4().hex[:12]}.parquet"
-    tmp = final.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb+") as handle:  # make the bytes durable before the rename publishes them
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:  # flushed to disk before the rename publishes it
+        pq.write_table(table, tmp)
     return final
 
 
 def _atomic_write_json(data: Mapping[str, Any], path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, data, sort_keys=True)
 
 
 def _read_parquet(path: Path, schema: pa.Schema) -> pa.Table:
-    try:
+    with guarded_load(path, "bank file", fix="delete this file and run the stage again: the rows it held are "
+                      "regenerated"):
         table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(
-            f"corrupt bank file: {exc}",
-            where=str(path),
-            fix="delete this file and run the stage again: the rows it held are regenerated",
-        ) from None
+    table = _with_later_columns(table, schema)
+    table = _with_later_columns(table, schema)
     if not table.schema.remove_metadata().equals(schema):
         raise DataError(
             "bank file has an unexpected schema",
@@ -57,6 +49,19 @@ def _read_parquet(path: Path, schema: pa.Schema) -> pa.Table:
             fix="it was not written by this version of masters; delete it or import it with `masters bank import`",
         )
     return table
+
+
+def _with_later_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A shard written before a later column existed (``LATER_COLUMNS``) reads it as null."""
+    from masters.bank.schema import LATER_COLUMNS
+
+    missing = [n for n in LATER_COLUMNS if n in schema.names and n not in table.schema.names]
+    if not missing:
+        return table
+    for name in missing:
+        field = schema.field(name)
+        table = table.append_column(field, pa.nulls(table.num_rows, type=field.type))
+    return table.select(schema.names) if set(table.schema.names) == set(schema.names) else table
 
 
 class ResponseBank:
@@ -97,18 +102,26 @@ class ResponseBank:
 
     def manifest(self) -> dict[str, Any]:
         path = self.directory / MANIFEST
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        if not path.is_file():
             raise DataError("not a response bank (no bank.json)", where=str(self.directory),
-                            fix="run `masters generate CONFIG` first, or point at the bank directory") from None
-        except json.JSONDecodeError as exc:
-            raise DataError(f"corrupt bank.json: {exc}", where=str(path),
-                            fix="restore it from the run's provenance or regenerate the bank") from None
+                            fix="run `masters generate CONFIG` first, or point at the bank directory")
+        with guarded_load(path, "bank manifest (bank.json)",
+                          fix="restore it from the run's provenance or regenerate the bank"):
+            data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise DataError("bank.json is not a JSON object", where=str(path),
+                            fix="restore it from the run's provenance or regenerate the bank")
+        return data
 
     def clean_temporaries(self) -> None:
-        for tmp in self.directory.rglob("*.tmp"):
-            tmp.unlink(missing_ok=True)
+        """Remove what killed writers left: masters' own temporary names only, never a user's file."""
+        clean_temporaries(self.directory)
+
+    def writing(self, what: str) -> Any:
+        """``with bank.writing("generate"):`` claim and lock the bank directory (one writer)."""
+        from masters.engine.locks import stage_outputs
+
+        return stage_outputs(self.directory, what)
 
     # -- rows -------------------------------------------------------------------------------
     def shard_paths(self) -> list[Path]:
@@ -153,6 +166,43 @@ class ResponseBank:
 
     def __len__(self) -> int:
         return len(self.keys())
+    # -- repair -----------------------------------------------------------------------------
+    def repair(self) -> dict[str, int]:
+        """Keep one copy of each key (the first, in shard order) in the rows and in every score folder.
+
+        Shards without duplicates are left alone; the deduplicated rows of the others are written
+        as one new shard before they are removed, so a kill at any point loses nothing (a rerun
+        finishes the repair). Returns ``{folder: copies removed}``.
+        """
+        folders = [(self.shards, BANK_SCHEMA, "part")]
+        scores = self.directory / "scores"
+        if scores.is_dir():
+            folders += [(d, SCORE_SCHEMA, "scores") for d in sorted(scores.iterdir()) if d.is_dir()]
+        removed: dict[str, int] = {}
+        for folder, schema, prefix in folders:
+            seen: set[str] = set()
+            kept, dirty, dropped = [], [], 0
+            for path in sorted(folder.glob("*.parquet")):
+                table = _read_parquet(path, schema)
+                mask = []
+                for rid in table.column("row_id").to_pylist():
+                    mask.append(rid not in seen)
+                    seen.add(rid)
+                if all(mask):
+                    continue
+                dirty.append(path)
+                dropped += mask.count(False)
+                kept.append(table.filter(pa.array(mask, type=pa.bool_())))
+            if dirty:
+                rows = pa.concat_tables(kept)
+                if rows.num_rows:
+                    _atomic_write_table(rows, folder, prefix)
+                for path in dirty:
+                    path.unlink()
+            removed[str(folder.relative_to(self.directory))] = dropped
+        self._keys = None
+        return removed
+
 
     # -- scores -----------------------------------------------------------------------------
     def score_dir(self, reward_key: str) -> Path:

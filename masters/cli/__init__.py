@@ -49,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    if hasattr(signal, "SIGXFSZ"):
+        # Past the file-size limit (ulimit -f) a write must fail with EFBIG, not kill the process.
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     with warnings.catch_warnings(), _sigterm_as_interrupt():
         warnings.simplefilter("default", PluginWarning)
         warnings.showwarning = _one_line_warning
@@ -63,6 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The reader went away (head, less): end quietly, as a Unix tool does.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
+        except OSError as exc:
+            # The file system refused (full disk, read-only, permission, file-size limit, a path
+            # through a regular file): every output is atomic, so nothing written is lost; one message.
+            from masters.files import os_error
+
+            error = os_error(exc)
+            print_error(error)
+            return error.exit_code
         except KeyboardInterrupt as exc:
             signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
             what = "terminated" if signum == signal.SIGTERM else "interrupted"

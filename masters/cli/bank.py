@@ -1,4 +1,4 @@
-"""Bank commands: ``masters bank import | inspect | fingerprint``.
+"""Bank commands: ``masters bank import | inspect | behaviour-logprobs | fingerprint``.
 
 ``import`` adds responses generated elsewhere (for example by vLLM from checkpoints exported with
 ``masters mask``) after validating every row; ``inspect`` shows per teacher and level what the
@@ -32,6 +32,22 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--plot", metavar="PATH", help="write accuracy against mask ratio (PNG) here")
     p.add_argument("--reward", help="plot only this accuracy reward (default: every one)")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("behaviour-logprobs", help="fill the behaviour log-probs (mu, for TOPR) of rows that "
+                       "lack them, by teacher-forcing each row through the model that generated it")
+    p.add_argument("config", help="YAML run config (its bank, teachers, student, masker and sampling settings)")
+    p.add_argument("--batch-size", type=int, default=16, help="rows per teacher-forcing pass")
+    p.set_defaults(func=cmd_behaviour)
+
+    p = sub.add_parser("repair", help="keep one copy of each banked row and score (after two writers raced)")
+    p.add_argument("config", help="YAML run config (the bank is <output_dir>/bank, or bank_dir)")
+    p.set_defaults(func=cmd_repair)
+
+    p = sub.add_parser("behaviour-logprobs", help="fill the behaviour log-probs (mu, for TOPR) of rows that "
+                       "lack them, by teacher-forcing each row through the model that generated it")
+    p.add_argument("config", help="YAML run config (its bank, teachers, student, masker and sampling settings)")
+    p.add_argument("--batch-size", type=int, default=16, help="rows per teacher-forcing pass")
+    p.set_defaults(func=cmd_behaviour)
 
     p = sub.add_parser("fingerprint", help="print the tokenizer fingerprint of the config's student")
     p.add_argument("config", help="YAML run config")
@@ -73,6 +89,40 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_behaviour(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from masters.config import load_run_spec
+    from masters.engine.behaviour import fill_behaviour_logprobs
+
+    counts = fill_behaviour_logprobs(load_run_spec(args.config), batch_size=args.batch_size)
+    table = Table(title="behaviour log-probs filled", title_justify="left")
+    table.add_column("generator")
+    table.add_column("rows", justify="right")
+    for label, n in counts.items():
+        table.add_row(label, str(n))
+    if not counts:
+        table.add_row("(every row already had them)", "0")
+    console().print(table)
+    return 0
+
+
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from masters.bank.store import ResponseBank
+    from masters.config import load_run_spec
+    from masters.engine.generation import bank_dir
+
+    bank = ResponseBank(bank_dir(load_run_spec(args.config)))
+    bank.manifest()  # a clear error when there is no bank
+    with bank.writing("bank repair"):
+        removed = bank.repair()
+        rows = len(bank)
+    for folder, n in removed.items():
+        console().print(f"{folder}: {n} duplicate cop{'y' if n == 1 else 'ies'} removed")
+    console().print(f"bank {bank.directory}: {rows} rows, one copy of each")
+    return 0
 def cmd_fingerprint(args: argparse.Namespace) -> int:
     from masters.bank.importer import fingerprint_of, student_tokenizer
     from masters.config import load_run_spec

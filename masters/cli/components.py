@@ -32,6 +32,8 @@ def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("validate", help="check a run config; every error with its location")
     p.add_argument("config", help="YAML run config")
     p.add_argument("--print", dest="show", action="store_true", help="print the resolved spec as YAML")
+    p.add_argument("--no-paths", action="store_true",
+                   help="skip checking that model directories, data files and output directories are usable")
     p.set_defaults(func=cmd_validate)
 
     p = subparsers.add_parser("schema", help="JSON Schema of the run config or of one kind's components")
@@ -138,6 +140,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from masters.config import load_run_spec
 
     spec = load_run_spec(args.config)
+    if not args.no_paths:
+        from masters.config import path_problems
+        from masters.errors import MastersError
+
+        problems = path_problems(spec)
+        if problems:
+            lines = "\n".join(f"  {loc}: {msg}" for loc, msg in problems)
+            raise MastersError(f"{len(problems)} unusable path{'s' if len(problems) != 1 else ''}\n{lines}",
+                               where=str(args.config),
+                               fix="correct the paths listed above (or pass --no-paths to check the fields only)")
     if args.show:
         import yaml
 

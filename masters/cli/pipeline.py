@@ -159,8 +159,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     spec = load_run_spec(args.config)
     model = args.model or str(Path(spec.output_dir) / "student")
     samples = load_splits(spec.task)[args.split]
-    result = evaluate_model(model, samples, spec.rewards, split=args.split, max_new_tokens=args.max_new_tokens)
-    write_result(result, Path(spec.output_dir) / "eval" / f"{Path(model).name}-{args.split}.json")
+    from masters.engine.locks import run_outputs
+
+    with run_outputs(spec, "evaluate"):  # one writer per directory (decision 19)
+        result = evaluate_model(model, samples, spec.rewards, split=args.split, max_new_tokens=args.max_new_tokens,
+                                context={"default_model_path": spec.teachers[-1].path})
+        write_result(result, Path(spec.output_dir) / "eval" / f"{Path(model).name}-{args.split}.json")
     _table(f"evaluation of {model} on {args.split} ({result.n} samples)",
            [(k, f"{v:.3f}") for k, v in result.accuracy.items()])
     return 0

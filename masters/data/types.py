@@ -41,15 +41,17 @@ class VQASample:
 
 
 def load_image(image: ImageLike, *, where: str) -> Image.Image:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from masters.files import guarded_load
 
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
     path = Path(image)
-    try:
+    if not path.is_file():
+        raise DataError(f"image not found: {path}", where=where, fix="check the image path and image_root")
+    # Corrupt, unreadable or decompression-bomb images (PIL's pixel limit) become one DataError.
+    with guarded_load(f"{where}, image {path}", "image", fix="replace or remove this image (a decompression "
+                      "bomb is refused: PIL's MAX_IMAGE_PIXELS)"):
         with Image.open(path) as opened:
             return opened.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"image not found: {path}", where=where, fix="check the image path and image_root") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}", where=where, fix="replace or remove the corrupt image") from None

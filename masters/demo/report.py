@@ -138,8 +138,11 @@ def plots(spec: DemoSpec, result: Any) -> dict[str, str]:
 
 
 def _save(fig: Any, path: Path) -> str:
+    from masters.files import atomic_path
+
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
     return str(path)
 
 
@@ -179,8 +182,10 @@ def report_md(spec: DemoSpec, result: Any) -> str:
 def write_outputs(spec: DemoSpec, result: Any) -> None:
     out = Path(spec.output_dir)
     result.files = plots(spec, result) if result.rows else {}
-    (out / "report.md").write_text(report_md(spec, result))
+    from masters.files import atomic_write, atomic_write_json
+
+    atomic_write(out / "report.md", report_md(spec, result))
     result.files["report"] = str(out / "report.md")
     result.files["results"] = str(out / "results.json")
     payload = {"spec": spec.model_dump(mode="json"), **result.to_json()}
-    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_json(out / "results.json", payload)

@@ -91,12 +91,22 @@ Say = Callable[[str], None]
 
 def run_demo(spec: DemoSpec, *, progress: bool = True, say: Say | None = None) -> DemoResult:
     """Run every phase; write plots, ``report.md`` and ``results.json`` into ``spec.output_dir``."""
-    import torch
+    from masters.engine.locks import stage_outputs
 
     say = say or (lambda text: None)
     out = Path(spec.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("masters demo run directory\n")
+    # Refuse a non-empty directory that is not an earlier demo's (never write among a user's files),
+    # and hold it (and the model cache) for this one run: a second demo on it exits 2.
+    with stage_outputs(out, "demo"), stage_outputs(spec.cache, "demo cache"):
+        return _run_demo(spec, out, progress, say)
+
+
+def _run_demo(spec: DemoSpec, out: Path, progress: bool, say: Say) -> DemoResult:
+    import torch
+
+    from masters.files import atomic_write
+
+    atomic_write(out / MARKER, "masters demo run directory\n")
     result = DemoResult(out)
     from transformers.utils import logging as hf_logging
 
@@ -232,7 +242,9 @@ def _trained_model(spec: DemoSpec, role: str, model: DemoModel, tokenizer: Path,
     shutil.copy(result.metrics_path, metrics)
     shutil.rmtree(home / "run", ignore_errors=True)
     shutil.rmtree(init, ignore_errors=True)
-    (home / "done.json").write_text(json.dumps({"settings": model.model_dump(mode="json"),
+    from masters.files import atomic_write
+
+    atomic_write(home / "done.json", json.dumps({"settings": model.model_dump(mode="json"),
                                                 "seconds": round(result.seconds, 2), "steps": result.steps,
                                                 "provenance": provenance()}, indent=2) + "\n")
     return final, False, str(metrics)

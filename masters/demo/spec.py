@@ -27,7 +27,7 @@ class DemoModel(StrictModel):
     size: Literal["tiny", "small"] = Field("tiny", description="Base dimensions (masters.models.tiny.SIZES).")
     dims: dict[str, int] = Field(default_factory=dict, description="Overrides of single Dims fields.")
     patch: int = Field(16, ge=4, description="Vision patch size in pixels (the images are 32 px).")
-    seed: int = Field(0, description="Initialisation seed.")
+    seed: int = Field(0, ge=0, lt=2**63, description="Initialisation seed.")
     n_train: int = Field(1024, ge=1, description="Training questions (a prefix of the shapes train split).")
     passes: int = Field(1, ge=1, description="Passes over those questions.")
     batch_size: int = Field(32, ge=1, description="Questions per optimizer step.")
@@ -72,7 +72,7 @@ class DemoSpec(StrictModel):
         None, description="Where trained teachers and base students are kept for later runs "
         "(default: OUTPUT_DIR/cache). Keyed by their settings, so a changed setting trains anew.")
     threads: int = Field(1, ge=1, description="torch intra-op threads (1 is fastest for tiny models).")
-    seed: int = Field(0, description="Run seed of the distillation runs (student data order, groups).")
+    seed: int = Field(0, ge=0, lt=2**63, description="Run seed of the distillation runs (student data order, groups).")
     data: ShapesTaskSpec = Field(
         default_factory=lambda: ShapesTaskSpec(forms=("open",), question_types=DEMO_QUESTION_TYPES),
         description="The shapes task (n_train / n_test here are ignored: each phase sets its own).")

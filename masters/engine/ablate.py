@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from masters.engine.identity import stage_hash
 from masters.errors import MastersError, SpecError
 
@@ -55,7 +53,22 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
             raise MastersError(f"cannot read grid entry {item!r}", where="--grid",
                                fix="write KEY=V1,V2 (e.g. --grid training.method=masters,sft)")
         key = "+".join(k.strip() for k in key.split("+"))
-        parsed = [yaml.safe_load(v) for v in _split_values(values)]
+        if any(not k or not all(part.strip() for part in k.split(".")) for k in key.split("+")):
+            raise MastersError(f"grid key {key!r} has an empty part", where="--grid",
+                               fix="write dotted keys such as training.learning_rate")
+        if key in grid:
+            raise MastersError(f"grid key {key!r} is given twice", where="--grid",
+                               fix="give each key once, with all its values: KEY=V1,V2,V3")
+        if values.count("[") + values.count("{") != values.count("]") + values.count("}"):
+            raise MastersError(f"unbalanced brackets in the values of {key!r}: {values!r}", where="--grid",
+                               fix="close every [ and {, e.g. training.n_teacher+training.n_student=[8,0],[4,4]")
+        texts = _split_values(values)
+        if any(not t for t in texts):
+            raise MastersError(f"an empty value in {item!r}", where="--grid",
+                               fix="remove the doubled or trailing comma")
+        from masters.config import parse_yaml
+
+        parsed = [parse_yaml(v, where=f"--grid {key}") for v in texts]
         width = len(key.split("+"))
         if width > 1:
             bad = [v for v in parsed if not isinstance(v, list) or len(v) != width]
@@ -182,15 +195,20 @@ def summarise(cells: Sequence[Cell]) -> list[dict[str, Any]]:
 
 
 def write_results(cells: Sequence[Cell], out: Path) -> None:
+    import io
+
+    from masters.files import atomic_write, atomic_write_json
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"cells": [c.result for c in cells], "summary": summarise(cells)},
-                                                 indent=2, default=str) + "\n")
+    atomic_write_json(out / "results.json", {"cells": [c.result for c in cells], "summary": summarise(cells)},
+                      default=str)
     flat = [{k: v for k, v in c.result.items() if not isinstance(v, dict)} for c in cells]
     columns = sorted({k for row in flat for k in row}, key=lambda k: (not k.startswith("cell"), k))
-    with open(out / "results.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(flat)
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(flat)
+    atomic_write(out / "results.csv", handle.getvalue())
     plot_summary(summarise(cells), out / "results.png")
 
 
@@ -214,8 +232,11 @@ def plot_summary(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     ax.set_ylabel("accuracy (test)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
+    from masters.files import atomic_path
+
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
 

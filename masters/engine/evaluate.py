@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,20 +26,38 @@ class EvalResult:
 
 def evaluate_model(model_path: str | Path, samples: Sequence[Any], reward_specs: Sequence[Any], *,
                    adapter: Any = None, batch_size: int = 16, max_new_tokens: int = 16, split: str = "test",
-                   progress: Any = None) -> EvalResult:
-    """Greedy-decode every sample and score it with each accuracy reward (mean over samples)."""
+                   progress: Any = None, context: Mapping[str, Any] | None = None) -> EvalResult:
+    """Greedy-decode every sample and score it with each accuracy reward (mean over samples).
+
+    Decoding bans what bank generation bans (padding, image placeholders, special tokens other than
+    EOS: :func:`masters.engine.sampling.banned_response_ids`). ``context`` goes to each reward's
+    ``build`` (the LLM judge's ``default_model_path``); rewards are built before the decode, so a
+    judge that cannot be built fails in seconds, not after the whole split.
+    """
     from masters.adapters.resolve import resolve_adapter
+    from masters.engine.sampling import LimitVocabulary, banned_response_ids
+    from masters.errors import DataError
     from masters.rewards.combine import reward_keys
 
+    if not len(samples):
+        raise DataError(f"the {split} split is empty: there is nothing to evaluate", where=f"{split} split",
+                        fix=f"give the task a non-empty {split} split (e.g. task.n_test, or a data file with "
+                        f"{split} records), or evaluate another --split")
+    rewards = [(key, spec.build(**(context or {}))) for key, spec in zip(reward_keys(reward_specs), reward_specs)
+               if type(spec).signal == "accuracy"]
+    if not rewards:
+        raise DataError("no accuracy reward to evaluate with", where="rewards",
+                        fix="add an accuracy reward (exact_match, numeric, multiple_choice, llm_judge) to rewards")
     started = time.perf_counter()
     adapter = adapter or resolve_adapter(str(model_path))
+    banned = [LimitVocabulary(len(adapter.vocab()), banned_response_ids(adapter))]
     was = adapter.model.training
     adapter.model.eval()
     texts: list[str] = []
     task = progress.add_task(f"evaluate {Path(str(model_path)).name}", total=len(samples)) if progress else None
     for start in range(0, len(samples), batch_size):
         chunk = list(samples[start:start + batch_size])
-        ids = adapter.generate(chunk, max_new_tokens=max_new_tokens, temperature=0.0)
+        ids = adapter.generate(chunk, max_new_tokens=max_new_tokens, temperature=0.0, logits_processor=banned)
         texts.extend(adapter.decode(ids))
         if progress:
             progress.advance(task, len(chunk))
@@ -48,11 +65,9 @@ def evaluate_model(model_path: str | Path, samples: Sequence[Any], reward_specs:
     items = [ScoredResponse(question=s.question, response=t, reference=s.answer or "", choices=s.choices,
                             metadata=dict(s.metadata)) for s, t in zip(samples, texts)]
     result = EvalResult(str(model_path), split, len(samples))
-    for key, spec in zip(reward_keys(reward_specs), reward_specs):
-        if type(spec).signal != "accuracy":
-            continue
-        values = [v for v in spec.build().score(items) if v is not None]
-        result.accuracy[key] = sum(values) / len(values) if values else float("nan")
+    for key, reward in rewards:
+        values = [v for v in reward.score(items) if v is not None]
+        result.accuracy[key] = sum(values) / len(values) if values else float("nan")  # nan: none scorable
     result.examples = [{"question": s.question, "reference": s.answer or "", "response": t}
                        for s, t in list(zip(samples, texts))[:5]]
     result.seconds = time.perf_counter() - started
@@ -60,5 +75,6 @@ def evaluate_model(model_path: str | Path, samples: Sequence[Any], reward_specs:
 
 
 def write_result(result: EvalResult, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    from masters.files import atomic_write_json
+
+    atomic_write_json(path, result.to_json())

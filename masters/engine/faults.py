@@ -21,3 +21,22 @@ def kill_point(stage: str, done: int) -> None:
     name, _, count = spec.partition(":")
     if name == stage and count.isdigit() and done >= int(count):
         os._exit(KILLED_EXIT_CODE)
+
+
+FS_ENV = "MASTERS_TEST_FS_FAULT"
+
+
+def fs_fault(path: os.PathLike[str] | str) -> None:
+    """``MASTERS_TEST_FS_FAULT=<ERRNO>[:<substring>]`` (ENOSPC, EROFS, EACCES, EFBIG, ...) makes every
+    output write whose final path contains ``substring`` fail with that errno just before it is
+    renamed into place, as a full disk, a read-only mount or a permission change would; root
+    ignores permissions, so tests inject these instead of chmod. Inert when unset."""
+    spec = os.environ.get(FS_ENV)
+    if not spec:
+        return
+    import errno as _errno
+
+    name, _, part = spec.partition(":")
+    code = getattr(_errno, name, None)
+    if code is not None and (not part or part in str(path)):
+        raise OSError(code, os.strerror(code), str(path))

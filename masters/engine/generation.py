@@ -88,6 +88,14 @@ class GenerationReport:
 def generate_bank(spec: RunSpec, *, force: bool = False, progress: bool = True,
                   splits: dict[str, list[Any]] | None = None) -> GenerationReport:
     """Fill the run's bank with every row the spec asks for; return what was written."""
+    from masters.engine.locks import run_outputs
+
+    with run_outputs(spec, "generate", bank=True):  # one writer per directory (decision 19)
+        return _generate_bank(spec, force=force, progress=progress, splits=splits)
+
+
+def _generate_bank(spec: RunSpec, *, force: bool = False, progress: bool = True,
+                   splits: dict[str, list[Any]] | None = None) -> GenerationReport:
     from masters.adapters.compat import check_compatible
     from masters.data import load_splits
     from masters.schedules.chain import TeacherChain
@@ -142,14 +150,13 @@ def generate_bank(spec: RunSpec, *, force: bool = False, progress: bool = True,
 
 def check_tokenizers(spec: RunSpec) -> int:
     """Refuse teachers whose tokenizer differs from the student's; return the shared vocab length."""
-    from transformers import AutoTokenizer
-
     from masters.adapters.compat import check_compatible
+    from masters.adapters.resolve import load_tokenizer
 
-    student = _TokenizerOnly(AutoTokenizer.from_pretrained(spec.student.path))
+    student = _TokenizerOnly(load_tokenizer(spec.student.path, where="student"))
     shared = None
     for index, teacher in enumerate(spec.teachers):
-        tok = _TokenizerOnly(AutoTokenizer.from_pretrained(teacher.path))
+        tok = _TokenizerOnly(load_tokenizer(teacher.path, where=f"teachers.{index}"))
         shared = check_compatible(tok, student, where=f"teachers.{index} ({teacher.path}) vs student ({spec.student.path})")
     return shared or 0
 
@@ -189,6 +196,7 @@ def _fill(bank: ResponseBank, session: GenerationSession, source: str, teacher: 
         seeds = [derived_seed(gen.seed, source, teacher, bp, q, k) for q in batch for k in range(n)]
         generated = session.generate([by_id[q] for q in batch for _ in range(n)], seeds, settings)
         outputs = [g.token_ids for g in generated]
+        behaviour = [g.behaviour_logprobs for g in generated]
         texts = session.decode(outputs)
         rows = []
         for i, (ids, text) in enumerate(zip(outputs, texts)):
@@ -198,6 +206,7 @@ def _fill(bank: ResponseBank, session: GenerationSession, source: str, teacher: 
                 "question_id": q, "sample_index": k, "response_text": text, "token_ids": list(ids),
                 "num_tokens": len(ids), "truncated": bool(len(ids) >= gen.max_new_tokens and (not ids or ids[-1] not in eos)),
                 "empty": not text.strip(), "seed": seeds[i], "generation": params, "stage_hash": identity,
+                "behaviour_logprobs": _behaviour(behaviour[i], ids),
             })
             report.tokens += len(ids)
         written = bank.append(rows)
@@ -206,6 +215,15 @@ def _fill(bank: ResponseBank, session: GenerationSession, source: str, teacher: 
         kill_point("generate", report.rows_written)
         if bar:
             bar.advance(task, len(rows))
+
+
+def _behaviour(values: Sequence[float] | None, ids: Sequence[int]) -> list[float] | None:
+    """The row's behaviour log-probs, one per token, or None when the backend gave none."""
+    if values is None:
+        return None
+    if len(values) != len(ids):
+        raise ValueError(f"the backend gave {len(values)} behaviour log-probs for {len(ids)} tokens")
+    return [float(v) for v in values]
 
 
 def _json_default(value: Any) -> Any:

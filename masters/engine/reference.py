@@ -7,6 +7,8 @@ in each step: the KL term needs no second student in memory.
 
 from __future__ import annotations
 
+import contextlib
+
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -55,10 +57,19 @@ class ReferenceStore:
 
 @torch.no_grad()
 def compute_reference(store: ReferenceStore, student: Any, rows: Sequence[Mapping[str, Any]],
-                      samples: Mapping[str, Any], *, batch_size: int = 8, progress: Any = None) -> int:
-    """Teacher-force every row not yet stored through the (initial) student; return rows written."""
-    for tmp in store.directory.glob("*.tmp"):
-        tmp.unlink()
+                      samples: Mapping[str, Any], *, batch_size: int = 8, progress: Any = None,
+                      clean: bool = True, autocast: Any = None) -> int:
+    """Teacher-force every row not yet stored through the (initial) student; return rows written.
+
+    ``autocast`` is the training step's autocast context factory (``accelerator.autocast``): the
+    reference log-probs must be computed in the precision the step computes the student's, or under
+    bf16 the KL to the reference is not 0 at step 0.
+
+    Several processes may each compute a disjoint share into one store (files are uniquely
+    named); they pass ``clean=False`` and one of them calls ``store.clean_partial()`` first.
+    """
+    if clean:
+        store.clean_partial()
     done = store.values()
     pending = [r for r in rows if r["row_id"] not in done]
     task = progress.add_task("reference log-probs", total=len(pending)) if progress else None
@@ -68,7 +79,9 @@ def compute_reference(store: ReferenceStore, student: Any, rows: Sequence[Mappin
     try:
         for start in range(0, len(pending), batch_size):
             chunk = pending[start:start + batch_size]
-            forced = student.teacher_force([samples[r["question_id"]] for r in chunk], [r["token_ids"] for r in chunk])
+            with autocast() if autocast is not None else contextlib.nullcontext():
+                forced = student.teacher_force([samples[r["question_id"]] for r in chunk],
+                                               [r["token_ids"] for r in chunk])
             lp = forced.logprobs.float().cpu()
             store.write({r["row_id"]: lp[i, : len(r["token_ids"])].tolist() for i, r in enumerate(chunk)})
             written += len(chunk)

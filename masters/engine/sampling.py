@@ -22,7 +22,9 @@ class PerRowGumbelSampler:
     """A logits processor: temperature, top-k, top-p, then per-row Gumbel noise.
 
     Use with ``generate(do_sample=False, logits_processor=[sampler])``; repetition penalty stays
-    a generation-config setting (transformers applies it before custom processors).
+    a generation-config setting (transformers applies it before custom processors). The sampler
+    must be the last processor; it records the behaviour log-prob of every sampled token
+    (:meth:`behaviour_logprobs`), which TOPR uses as mu.
     """
 
     def __init__(self, seeds: Sequence[int], *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
@@ -32,6 +34,7 @@ class PerRowGumbelSampler:
         self.temperature = float(temperature)
         self.top_k = int(top_k)
         self.top_p = float(top_p)
+        self.behaviour: list[torch.Tensor] = []  # one [rows] tensor per generation step
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if scores.shape[0] != len(self.generators):
@@ -40,7 +43,21 @@ class PerRowGumbelSampler:
         logits = filter_top_k_top_p(logits, self.top_k, self.top_p)
         uniforms = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in self.generators])
         gumbel = -torch.log(-torch.log(uniforms.clamp(min=1e-20, max=1 - 1e-7)))
-        return torch.log_softmax(logits, dim=-1) + gumbel.to(logits.device)
+        logprobs = torch.log_softmax(logits, dim=-1)
+        out = logprobs + gumbel.to(logits.device)
+        # generate takes the argmax of what we return (we are the last processor), so this is the
+        # sampled token; its log-prob under the filtered, renormalised distribution is mu.
+        chosen = out.argmax(dim=-1, keepdim=True)
+        self.behaviour.append(logprobs.gather(-1, chosen).squeeze(-1).detach().cpu())
+        return out
+
+    def behaviour_logprobs(self, row: int, n_tokens: int) -> list[float]:
+        """Per generated token of ``row``: the log-prob of the sampled token under the distribution
+        actually sampled from (after the processors before this one, e.g. the repetition penalty,
+        and this one's temperature, top-k and top-p, renormalised). The first ``n_tokens`` steps."""
+        if n_tokens > len(self.behaviour):
+            raise ValueError(f"row {row} has {n_tokens} tokens but only {len(self.behaviour)} steps were sampled")
+        return [float(step[row]) for step in self.behaviour[:n_tokens]]
 
 
 class LimitVocabulary:

@@ -64,7 +64,7 @@ def training_fields(spec: RunSpec) -> dict[str, Any]:
 # so finished training stages stay valid. Fields added after results were published stay out of
 # the identity while at their default, so adding a knob does not invalidate every finished stage.
 OLDER_OBJECTIVE_FIELDS: dict[str, Any] = {"beta": 0.1, "distill_loss_weight": 1.0}
-LATER_FIELDS: dict[str, Any] = {"negative_advantages": "full"}
+LATER_FIELDS: dict[str, Any] = {"negative_advantages": "full", "advantage_shift": 0.0, "advantage_std": True}
 
 
 def identity_of_training(spec: RunSpec) -> dict[str, Any]:
@@ -349,6 +349,10 @@ class Trainer:
                                                                   teacher_logits, forced.logits, token_jsd)
         if needs.wants("reference_logprobs") and self.reference is not None:
             inputs.reference_logprobs = self.reference.tensor(row_ids, mask.shape[1]).to(device)
+        if needs.wants("behaviour_logprobs"):  # mu of the bank's rows (TOPR): masters.engine.behaviour
+            from masters.engine.behaviour import behaviour_logprobs
+
+            inputs.behaviour_logprobs = behaviour_logprobs(self, row_ids, mask.shape[1]).to(device)
         out = self.objective.loss(inputs)
         _check_finite(out.total, step, questions)
         metrics = dict(out.metrics)

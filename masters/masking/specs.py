@@ -64,7 +64,7 @@ class RandomMaskerSpec(MaskerSpec):
 
     implementation: ClassVar[str] = "masters.masking.maskers:RandomMasker"
     name: Literal["random"] = "random"
-    seed: int = Field(0, description="Seed of the random order; the same seed gives the same masks.")
+    seed: int = Field(0, ge=0, lt=2**63, description="Seed of the random order; the same seed gives the same masks.")
 
 
 class WandaMaskerSpec(MaskerSpec):

@@ -93,11 +93,17 @@ TINY_MODEL_TYPES: dict[str, str] = {"llava": "llava", "llava_qwen2": "llava", "q
                                     "idefics3": "idefics3", "smolvlm": "smolvlm", "gemma3": "gemma3"}
 
 
-def build_tokenizer(out_dir: str | Path | None = None):
-    """The shared word-level tokenizer (deterministic: same words, same ids, every time)."""
-    from masters.tasks.shapes import shapes_vocabulary
+def build_tokenizer(out_dir: str | Path | None = None, *, words: list[str] | None = None):
+    """The shared word-level tokenizer (deterministic: same words, same ids, every time).
 
-    tok = train_word_tokenizer([" ".join(shapes_vocabulary())])
+    ``words`` (default: the shapes task's vocabulary, so the demo's tokenizer never changes) gives
+    another task its own vocabulary, e.g. ``masters.tasks.shapes_reason.shapes_reason_vocabulary()``.
+    """
+    if words is None:
+        from masters.tasks.shapes import shapes_vocabulary
+
+        words = shapes_vocabulary()
+    tok = train_word_tokenizer([" ".join(words)])
     if out_dir is not None:
         tok.save_pretrained(str(out_dir))
     return tok

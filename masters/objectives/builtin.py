@@ -30,7 +30,8 @@ class MastersObjective:
         combined = combine_rewards(inputs.rewards or {}, inputs.reward_weights or {})
         metrics = combined.metrics()
         groups = inputs.group_index
-        advantages = group_advantages(combined.total, groups)
+        advantages = group_advantages(combined.total, groups, shift=self.spec.advantage_shift,
+                                      scale_by_std=self.spec.advantage_std)
         equal = equal_reward_groups(combined.total, groups)
         metrics["groups/equal_rewards"] = float(equal)
         n_groups = int(torch.unique(groups).numel())
@@ -41,7 +42,8 @@ class MastersObjective:
         terms = masters_loss(
             inputs.student_logprobs, inputs.mask, advantages, reference_logprobs=inputs.reference_logprobs,
             token_jsd=inputs.teacher_divergence, beta=beta, distill_weight=self.spec.distill_loss_weight,
-            policy_weight=1.0, reduction=inputs.reduction, negative_advantages=self.spec.negative_advantages)
+            policy_weight=1.0, reduction=inputs.reduction, negative_advantages=self.spec.negative_advantages,
+            behaviour_logprobs=inputs.behaviour_logprobs)
         return ObjectiveLoss(terms.total, {**metrics, **terms.metrics()})
 
 

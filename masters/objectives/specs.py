@@ -14,7 +14,7 @@ from masters.interfaces import ObjectiveNeeds
 from masters.specs import ObjectiveSpec
 
 # How responses with a negative advantage enter the policy term (see masters.objectives.losses).
-NegativeAdvantages = Literal["full", "probability_weighted", "zero"]
+NegativeAdvantages = Literal["full", "probability_weighted", "zero", "topr"]
 
 _DISTILL_WEIGHT = Field(1.0, ge=0, description="Weight of the JSD distillation loss.")
 
@@ -34,8 +34,15 @@ class MastersObjectiveSpec(ObjectiveSpec):
     negative_advantages: NegativeAdvantages = Field(
         "full", description="How responses with a negative advantage enter the policy term: full (the paper's "
         "-A log p), probability_weighted (each token's push-down scaled by the student's probability of it, so "
-        "it fades as that probability goes to 0), zero (negative advantages set to 0: reinforce only)."
+        "it fades as that probability goes to 0), zero (negative advantages set to 0: reinforce only), topr "
+        "(Tapered Off-Policy REINFORCE: a negative-advantage response weighted by the stopped, clipped sequence "
+        "ratio min(1, pi/mu), mu the generator's behaviour log-probs stored in the bank)."
     )
+    advantage_shift: float = Field(
+        0.0, description="delta of asymmetric REINFORCE: the baseline is the group mean minus delta (in reward "
+        "units, before any std division), so positives are pushed up more than negatives down. 0: the paper's.")
+    advantage_std: bool = Field(
+        True, description="Divide by the group's reward std (GRPO, the paper's); false is Dr. GRPO (centred only).")
     beta: float = Field(0.1, ge=0, description="KL weight to the reference (initial) student, k3 estimator.")
     distill_loss_weight: float = _DISTILL_WEIGHT
 
@@ -44,6 +51,8 @@ class MastersObjectiveSpec(ObjectiveSpec):
                    "group_index"}
         if self.beta > 0:
             signals.add("reference_logprobs")
+        if self.negative_advantages == "topr":
+            signals.add("behaviour_logprobs")
         return ObjectiveNeeds("bank", "schedule", frozenset(signals))
 
 

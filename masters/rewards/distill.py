@@ -20,9 +20,11 @@ from masters.rewards.jsd import sequence_mean, token_jsd
 __all__ = ["JSDDistillReward", "group_reverse_minmax", "combine_rewards"]
 
 
-def group_reverse_minmax(values: torch.Tensor, group_index: torch.Tensor, *, tie_tolerance: float = 0.0) -> torch.Tensor:
+def group_reverse_minmax(values: torch.Tensor, group_index: torch.Tensor, *, tie_tolerance: float = 0.0,
+                         relative_tie_tolerance: float = 0.0) -> torch.Tensor:
     """``(max_g - v) / (max_g - min_g)`` per group ``g = group_index[j]``; 0 for a group whose span is
-    at most ``tie_tolerance``. Group ids are any integers (need not be contiguous or sorted)."""
+    at most ``tie_tolerance`` or below ``relative_tie_tolerance`` times the group's mean value.
+    Group ids are any integers (need not be contiguous or sorted)."""
     if values.ndim != 1 or group_index.shape != values.shape:
         raise ValueError(
             f"values {tuple(values.shape)} and group_index {tuple(group_index.shape)} must both be [batch]"
@@ -38,6 +40,10 @@ def group_reverse_minmax(values: torch.Tensor, group_index: torch.Tensor, *, tie
     g_min = values.new_full((n_groups,), float("inf")).scatter_reduce(0, inverse, values, "amin")
     span = (g_max - g_min)[inverse]
     tied = span <= tie_tolerance
+    if relative_tie_tolerance > 0:
+        count = values.new_zeros(n_groups).index_add_(0, inverse, torch.ones_like(values))
+        mean = values.new_zeros(n_groups).index_add_(0, inverse, values) / count
+        tied = tied | (span < relative_tie_tolerance * mean[inverse])
     rewards = (g_max[inverse] - values) / torch.where(tied, torch.ones_like(span), span)
     return rewards.masked_fill(tied, 0.0)
 
@@ -87,4 +93,5 @@ class JSDDistillReward:
         divergence = sequence_mean(token_divergence.detach(), response_mask.bool())
         self.last_divergence = divergence
         groups = torch.as_tensor(group_index, device=divergence.device)
-        return group_reverse_minmax(divergence, groups, tie_tolerance=self.spec.tie_tolerance)
+        return group_reverse_minmax(divergence, groups, tie_tolerance=self.spec.tie_tolerance,
+                                    relative_tie_tolerance=getattr(self.spec, "relative_tie_tolerance", 0.0))

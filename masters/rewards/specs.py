@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from masters.rewards.judge_prompts import DEFAULT_JUDGE_PROMPT, DEFAULT_PARSE_PROMPT
 from masters.specs import RewardSpec
@@ -67,6 +67,24 @@ class RegexRewardSpec(RewardSpec):
         return value
 
 
+class FinalAnswerRewardSpec(RewardSpec):
+    """1 when the response's last ``answer : X`` states the reference's final answer exactly (trace answers)."""
+
+    implementation: ClassVar[str] = "masters.rewards.trace:FinalAnswerReward"
+    name: Literal["final_answer"] = "final_answer"
+    marker: str = Field("answer :", min_length=1, description="Words that introduce the final answer.")
+    use_metadata: bool = Field(True, description="Take the reference's answer from metadata['answer_text'] when "
+                               "the task records it (else from the reference's own marked answer).")
+    case_sensitive: bool = Field(False, description="Compare letter case too.")
+
+
+class TraceFaithfulnessRewardSpec(RewardSpec):
+    """Share of a trace's listed objects and intermediate counts the scene bears out (shapes_reason metadata)."""
+
+    implementation: ClassVar[str] = "masters.rewards.trace:TraceFaithfulnessReward"
+    name: Literal["trace_faithfulness"] = "trace_faithfulness"
+
+
 class JSDDistillRewardSpec(RewardSpec):
     """Group-normalised JSD between masked teacher and student (computed in the training step)."""
 
@@ -80,6 +98,22 @@ class JSDDistillRewardSpec(RewardSpec):
         ge=0,
         description="A group whose mean divergences span at most this gets reward 0 for every response.",
     )
+    relative_tie_tolerance: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="A group whose span of D_j is below this fraction of its mean D_j is a tie (reward 0 for "
+        "every response): a span that small is noise stretched to [0, 1]. 0: the paper's (only exact ties).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _later_fields_at_default(self, handler: Any) -> Any:
+        """Fields added after results were published stay out of dumps (and so of stage identities)
+        while at their default: adding a knob does not invalidate finished stages."""
+        data = handler(self)
+        if isinstance(data, dict) and self.relative_tie_tolerance == 0.0:
+            data.pop("relative_tie_tolerance", None)
+        return data
 
 
 class LLMJudgeRewardSpec(RewardSpec):
@@ -200,6 +234,8 @@ class LLMJudgeRewardSpec(RewardSpec):
 
 BUILTIN_REWARD_SPECS: tuple[type[RewardSpec], ...] = (
     ExactMatchRewardSpec,
+    FinalAnswerRewardSpec,
+    TraceFaithfulnessRewardSpec,
     MultipleChoiceRewardSpec,
     NumericRewardSpec,
     RegexRewardSpec,

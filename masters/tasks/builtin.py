@@ -21,6 +21,20 @@ class ShapesTask:
                                forms=s.forms, question_types=s.question_types, max_shapes=s.max_shapes)
 
 
+class ShapesReasonTask:
+    """Compositional shapes questions with trace answers (deterministic by seed)."""
+
+    def __init__(self, spec: Any, **context: Any) -> None:
+        self.spec = spec
+
+    def splits(self) -> dict[str, list[VQASample]]:
+        from masters.tasks.shapes_reason import generate_shapes_reason
+
+        s = self.spec
+        return generate_shapes_reason(s.n_train, s.n_validation, s.n_test, seed=s.seed,
+                                      question_kinds=s.question_kinds, templates=s.templates)
+
+
 class LlavaJsonTask:
     """LLaVA-style JSON conversations, split by a hash of the record id."""
 

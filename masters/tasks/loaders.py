@@ -62,7 +62,10 @@ _MODEL = {"gpt", "assistant", "model"}
 def _read_records(path: Path) -> list[Any]:
     if not path.is_file():
         raise DataError("data file not found", where=str(path), fix="check task.path")
-    text = path.read_text(encoding="utf-8")
+    from masters.files import guarded_load
+
+    with guarded_load(path, "data file", fix="pass a readable UTF-8 JSON or JSONL file as task.path"):
+        text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         records = []
         for line_no, line in enumerate(text.splitlines(), 1):
@@ -244,11 +247,11 @@ def _row_images(value: Any, where: str) -> tuple[Any, ...]:
         if isinstance(v, Image.Image):
             out.append(v.convert("RGB"))
         elif isinstance(v, Mapping) and v.get("bytes"):
-            try:
+            from masters.files import guarded_load
+
+            with guarded_load(where, "image bytes", fix="fix or drop that row's image"):
                 with Image.open(io.BytesIO(v["bytes"])) as im:
                     out.append(im.convert("RGB"))
-            except OSError as exc:
-                raise DataError(f"cannot decode the image bytes: {exc}", where=where, fix="fix that row's image") from None
         elif isinstance(v, (str, Mapping)):
             p = Path(v if isinstance(v, str) else str(v.get("path") or ""))
             if not p.is_file():

@@ -30,6 +30,32 @@ class ShapesTaskSpec(TaskSpec):
     conformance_example: ClassVar[dict[str, Any]] = {"n_train": 24, "n_validation": 8, "n_test": 8}
 
 
+class ShapesReasonTaskSpec(TaskSpec):
+    """Compositional questions on 3x3 shape scenes (48 px), answered by a short trace then ``answer : X``.
+
+    Scenes of 3-6 objects (6 colours x 4 shapes x 2 sizes); filtered counts, conjunctions,
+    comparisons, differences and relational attributes; every reference response draws one of
+    three trace templates, so the reference distribution is multi-modal. Scored by the final
+    answer (``final_answer``); ``trace_faithfulness`` checks the trace against the scene.
+    Deterministic by seed. Build its tiny models with ``masters.models.build_tokenizer(words=
+    shapes_reason_vocabulary())`` at image size 48 with 16 px patches (one image token per cell).
+    """
+
+    name: Literal["shapes_reason"] = "shapes_reason"
+    implementation: ClassVar[str] = "masters.tasks.builtin:ShapesReasonTask"
+    default_rewards: ClassVar[tuple[str, ...]] = ("final_answer",)
+    n_train: int = Field(2048, ge=1)
+    n_validation: int = Field(2048, ge=0, description="Validation questions (the probe's gates use >= 2000).")
+    n_test: int = Field(1024, ge=1)
+    seed: int = 0
+    question_kinds: tuple[Literal["count", "count_and", "compare", "difference", "relation"], ...] = Field(
+        ("count", "count_and", "compare", "difference", "relation"), description="Kinds of question asked.")
+    templates: tuple[Literal["list", "count_first", "prose"], ...] = Field(
+        ("list", "count_first", "prose"), description="Trace templates reference answers draw from (uniformly).")
+
+    conformance_example: ClassVar[dict[str, Any]] = {"n_train": 24, "n_validation": 8, "n_test": 8}
+
+
 class LlavaJsonTaskSpec(TaskSpec):
     """LLaVA-style JSON conversations with image paths (splits carved by a hash of the record id)."""
 
@@ -70,4 +96,5 @@ class HFDatasetsTaskSpec(TaskSpec):
         return hf_parquet_example(tmp_dir)
 
 
-BUILTIN_TASK_SPECS: tuple[type[TaskSpec], ...] = (ShapesTaskSpec, LlavaJsonTaskSpec, HFDatasetsTaskSpec)
+BUILTIN_TASK_SPECS: tuple[type[TaskSpec], ...] = (ShapesTaskSpec, ShapesReasonTaskSpec, LlavaJsonTaskSpec,
+                                                  HFDatasetsTaskSpec)

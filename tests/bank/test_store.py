@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -69,9 +71,31 @@ def test_corrupt_shard_names_the_file_and_the_fix(tmp_path):
 def test_leftover_temporaries_are_cleaned_and_ignored(tmp_path):
     bank = open_bank(tmp_path)
     bank.append([make_row(0, 0)])
-    (bank.shards / "part-dead.parquet.tmp").write_bytes(b"half a shard")
+    dead = bank.shards / ".part-0123456789ab.parquet.masters-tmp.999999999.0123abcd"  # a killed writer's
+    legacy = bank.shards / "part-0123456789ab.parquet.tmp"  # an earlier version's temporary name
+    live = bank.shards / f".part-x.parquet.masters-tmp.{os.getppid()}.0123abcd"  # a live process's, in flight
+    user = [tmp_path / "notes.tmp", bank.shards / "mine.tmp"]  # the user's own files
+    for path in (dead, legacy, live, *user):
+        path.write_bytes(b"half a shard")
     bank = open_bank(tmp_path)
-    assert len(bank) == 1 and not list(bank.shards.glob("*.tmp"))
+    assert len(bank) == 1 and not dead.exists() and not legacy.exists()
+    assert live.exists() and all(p.exists() for p in user)
+
+
+def test_repair_keeps_one_copy_of_each_key(tmp_path):
+    bank = open_bank(tmp_path)
+    bank.append([make_row(0, 0), make_row(0, 1)])
+    bank.write_scores("exact_match-abc", [("teacher/t0/2000/q0/0", 1.0)])
+    for path in [*bank.shard_paths(), *bank.score_dir("exact_match-abc").glob("*.parquet")]:
+        shutil.copy(path, path.with_name("part-ffffffffffff.parquet" if "shards" in str(path) else
+                                         "scores-ffffffffffff.parquet"))  # a second writer banked every row again
+    with pytest.raises(DataError, match="duplicate bank rows"):
+        ResponseBank(tmp_path).keys()
+    removed = ResponseBank(tmp_path).repair()
+    assert removed == {"shards": 2, "scores/exact_match-abc": 1}
+    bank = ResponseBank(tmp_path)
+    assert len(bank) == 2 and bank.scores("exact_match-abc") == {"teacher/t0/2000/q0/0": 1.0}
+    assert ResponseBank(tmp_path).repair() == {"shards": 0, "scores/exact_match-abc": 0}
 
 
 def test_scores_are_keyed_by_row_and_resumable(tmp_path):
