@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 REQUIRED = ("source", "teacher", "level_bp", "question_id", "sample_index", "response_text", "token_ids")
 DERIVED = ("row_id", "num_tokens", "empty", "truncated", "seed", "stage_hash", "generation")
 OPTIONAL = ("behaviour_logprobs",)  # null when absent (vLLM's logprobs of the sampled tokens fill it)
-OPTIONAL = ("behaviour_logprobs",)  # null when absent (vLLM's logprobs of the sampled tokens fill it)
 FINGERPRINT = "tokenizer_fingerprint"
 ALLOWED = frozenset(REQUIRED + DERIVED + OPTIONAL + (FINGERPRINT,))
 SHARD_ROWS = 50_000

@@ -41,7 +41,6 @@ def _read_parquet(path: Path, schema: pa.Schema) -> pa.Table:
                       "regenerated"):
         table = pq.read_table(path)
     table = _with_later_columns(table, schema)
-    table = _with_later_columns(table, schema)
     if not table.schema.remove_metadata().equals(schema):
         raise DataError(
             "bank file has an unexpected schema",
@@ -166,6 +165,7 @@ class ResponseBank:
 
     def __len__(self) -> int:
         return len(self.keys())
+
     # -- repair -----------------------------------------------------------------------------
     def repair(self) -> dict[str, int]:
         """Keep one copy of each key (the first, in shard order) in the rows and in every score folder.
@@ -202,7 +202,6 @@ class ResponseBank:
             removed[str(folder.relative_to(self.directory))] = dropped
         self._keys = None
         return removed
-
 
     # -- scores -----------------------------------------------------------------------------
     def score_dir(self, reward_key: str) -> Path:

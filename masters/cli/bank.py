@@ -43,12 +43,6 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("config", help="YAML run config (the bank is <output_dir>/bank, or bank_dir)")
     p.set_defaults(func=cmd_repair)
 
-    p = sub.add_parser("behaviour-logprobs", help="fill the behaviour log-probs (mu, for TOPR) of rows that "
-                       "lack them, by teacher-forcing each row through the model that generated it")
-    p.add_argument("config", help="YAML run config (its bank, teachers, student, masker and sampling settings)")
-    p.add_argument("--batch-size", type=int, default=16, help="rows per teacher-forcing pass")
-    p.set_defaults(func=cmd_behaviour)
-
     p = sub.add_parser("fingerprint", help="print the tokenizer fingerprint of the config's student")
     p.add_argument("config", help="YAML run config")
     p.set_defaults(func=cmd_fingerprint)
@@ -107,6 +101,12 @@ def cmd_behaviour(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    from masters.bank.importer import fingerprint_of, student_tokenizer
+    from masters.config import load_run_spec
+
+    print(fingerprint_of(student_tokenizer(load_run_spec(args.config))))
+    return 0
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
@@ -122,10 +122,4 @@ def cmd_repair(args: argparse.Namespace) -> int:
     for folder, n in removed.items():
         console().print(f"{folder}: {n} duplicate cop{'y' if n == 1 else 'ies'} removed")
     console().print(f"bank {bank.directory}: {rows} rows, one copy of each")
-    return 0
-def cmd_fingerprint(args: argparse.Namespace) -> int:
-    from masters.bank.importer import fingerprint_of, student_tokenizer
-    from masters.config import load_run_spec
-
-    print(fingerprint_of(student_tokenizer(load_run_spec(args.config))))
     return 0
