@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "masters.cli.masking",
     "masters.cli.demo",
     "masters.cli.bank",
+    "masters.cli.probe",
 )
 
 
