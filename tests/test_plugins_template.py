@@ -98,12 +98,15 @@ def test_installed_package_exposes_its_entry_point(installed):
 def test_filled_package_passes_its_own_tests_when_installed(installed):
     root, package_dir, site, values, _ = installed
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", str(package_dir / "tests"), "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", str(package_dir / "tests"), "-v", "-p", "no:cacheprovider"],
         cwd=root, env=_env(site, MASTERS_PLUGINS=values["component"]), capture_output=True, text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6 passed" in result.stdout
+    assert "8 passed" in result.stdout
+    # the conformance kits ran over the package's own component, one test per check
+    for check in ("protocol", "score_contract"):
+        assert f"test_conformance[reward:{values['component']}:{check}] PASSED" in result.stdout, result.stdout
     # the code under test is the installed copy, not the source folder
     where = subprocess.run(
         [sys.executable, "-c", f"import {values['package']} as m; print(m.__file__)"],
@@ -121,3 +124,24 @@ def test_filled_package_tests_fail_clearly_when_not_installed(installed):
     assert result.returncode != 0
     assert "masters-contains-reference is not installed" in result.stdout
     assert "pip install -e" in result.stdout
+
+
+def test_filled_package_conformance_fails_when_it_registers_nothing(installed, tmp_path):
+    """The template's conformance test checks what the package registers, and fails (not passes
+    vacuously) when hooks.py registers nothing."""
+    import shutil
+
+    root, package_dir, site, values, _ = installed
+    empty_site = tmp_path / "site"
+    shutil.copytree(site, empty_site)
+    (empty_site / values["package"] / "hooks.py").write_text(
+        "from masters import hookimpl\n\n\n@hookimpl\ndef masters_register_rewards(register):\n    pass\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", str(package_dir / "tests"), "-q", "-p", "no:cacheprovider",
+         "-k", "test_conformance"],
+        cwd=root, env=_env(empty_site, MASTERS_PLUGINS=values["component"]), capture_output=True, text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "test_conformance[no-components]" in result.stdout
+    assert "registers nothing" in result.stdout

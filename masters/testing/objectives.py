@@ -222,7 +222,7 @@ def check_padding_ignored(case: _Case) -> None:
         a = case.loss(clean, "padding_ignored").total
         b = case.loss(padded, "padding_ignored").total
         if not torch.allclose(a.detach(), b.detach(), rtol=1e-5, atol=1e-6):
-            _fail("padding_ignored", where, f"values at padded positions changed the loss ({float(a)} -> {float(b)}): "
+            _fail("padding_ignored", where, f"values at padded positions changed the loss ({float(a.detach())} -> {float(b.detach())}): "
                   "reduce over mask positions only")
         sources = _student_inputs(padded)
         for name, tensor, grad in zip(("student_logprobs", "teacher_divergence"), sources,
@@ -244,7 +244,7 @@ def check_undeclared_ignored(case: _Case) -> None:
         b = case.loss(step_inputs(case.needs, reduction=reduction, poison_undeclared=True), "undeclared_ignored").total
         if not torch.equal(a.detach(), b.detach()):
             _fail("undeclared_ignored", f"{case.label} (reduction {reduction!r})",
-                  f"the undeclared signals {undeclared}, given as NaN, changed the loss ({float(a)} -> {float(b)}): "
+                  f"the undeclared signals {undeclared}, given as NaN, changed the loss ({float(a.detach())} -> {float(b.detach())}): "
                   "the trainer computes only what requirements() declares, so declare what loss() reads")
 
 
@@ -254,7 +254,7 @@ def check_deterministic(case: _Case) -> None:
     a = case.loss(step_inputs(case.needs), "deterministic").total
     b = case.loss(step_inputs(case.needs), "deterministic").total
     if not torch.equal(a.detach(), b.detach()):
-        _fail("deterministic", case.label, f"the same inputs gave {float(a)} then {float(b)}")
+        _fail("deterministic", case.label, f"the same inputs gave {float(a.detach())} then {float(b.detach())}")
 
 
 _CHECKS = {"requirements": check_requirements, "loss": check_loss, "padding_ignored": check_padding_ignored,

@@ -3,6 +3,10 @@
 The plugin is loaded the way a user would load it with autoloading off: by allow-listing its
 entry point in ``MASTERS_PLUGINS``. That only works for an *installed* distribution, so every test
 first checks that it is installed and otherwise fails with the command that installs it.
+
+``masters.testing.pytest_plugin`` runs masters' conformance kits over this package's components
+(``test_conformance``); masters registers it with a ``pytest11`` entry point, and listing it here
+too is harmless (it is registered once) and keeps older masters versions working.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ os.environ.pop("MASTERS_BLOCK_PLUGINS", None)
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
+
+pytest_plugins = ["masters.testing.pytest_plugin"]
 
 DISTRIBUTION = "{{plugin_name}}"
 ENTRY_POINT = "{{component}}"

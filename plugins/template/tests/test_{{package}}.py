@@ -1,4 +1,4 @@
-"""{{plugin_name}}: found as an installed distribution, loaded by name, and correct."""
+"""{{plugin_name}}: found as an installed distribution, loaded by name, conformant and correct."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ def test_allow_listed_plugin_registers_the_component(components):
     assert origin.distribution == DISTRIBUTION
     assert origin.plugin == ENTRY_POINT
     assert not components.failures
+
+
+@pytest.mark.masters_conformance(distribution=DISTRIBUTION)
+def test_conformance(distribution, masters_case):
+    """masters' conformance kits, one test per check of every component this distribution registers
+    (``test_conformance[reward:{{component}}:score_contract]``, ...); a component added to hooks.py is
+    checked with no new test, and a package that registers nothing fails here instead of passing."""
+    masters_case.run()
 
 
 def test_component_is_usable_by_name_in_a_run_spec(components):
