@@ -25,7 +25,7 @@ from masters.registry import KINDS
 from masters.testing.examples import NotApplicable
 
 __all__ = ["BUILTIN_DISTRIBUTION", "ConformanceCase", "check_component", "check_distribution", "checks_for",
-           "conformance_cases", "distribution_components", "explain_empty", "only_distribution",
+           "conformance_cases", "distribution_components", "explain_empty", "installed", "only_distribution",
            "run_conformance_check"]
 
 BUILTIN_DISTRIBUTION = "masters-distill"  # the Origin distribution of masters' built-in components
@@ -129,13 +129,29 @@ class ConformanceCase:
         return self.id
 
 
+def installed(distribution: str) -> bool:
+    """Whether ``distribution`` is installed (masters' own built-ins always are)."""
+    from importlib import metadata
+
+    if canonical(distribution) == canonical(BUILTIN_DISTRIBUTION):
+        return True
+    try:
+        metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def conformance_cases(distribution: str, kinds: Iterable[str] = KINDS) -> list[ConformanceCase]:
-    """Every check of every component of ``kinds`` that ``distribution`` registers (possibly none:
-    the pytest plugin fails such a run, see :func:`explain_empty`)."""
+    """Every check of every component of ``kinds`` that ``distribution`` registers (possibly none,
+    when it registers nothing or is not installed: the pytest plugin fails such a run, and
+    :func:`explain_empty` says why)."""
     kinds = tuple(kinds)
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown kind(s) {unknown}; kinds: {', '.join(KINDS)}")
+    if not installed(distribution):
+        return []
     with only_distribution(distribution) as components:
         found = distribution_components(components, distribution, kinds)
         return [ConformanceCase(distribution, kind, name, check) for kind, name in found

@@ -97,34 +97,20 @@ def _settings(metafunc: Any) -> tuple[str | None, Sequence[str] | None]:
 def _cases(distribution: str | None, kinds: Sequence[str] | None) -> list[Any]:
     from masters.errors import MastersError
     from masters.registry import KINDS
-    from masters.testing.conformance import conformance_cases, explain_empty
+    from masters.testing.conformance import conformance_cases, explain_empty, installed
 
     if not distribution:
         return [_Problem("no-distribution", f"no distribution to check: give @pytest.mark.{MARKER}(distribution="
                          "\"my-dist\"), --masters-distribution my-dist, or masters_distribution = my-dist in the "
                          "pytest ini options")]
     kinds = tuple(kinds or KINDS)
-    if not _installed(distribution):
+    if not installed(distribution):
         return [_Problem("not-installed", explain_empty(distribution, kinds))]
     try:
         cases = conformance_cases(distribution, kinds)
     except (MastersError, ValueError) as exc:
         return [_Problem("load-error", f"cannot collect the components of {distribution!r}: {exc}")]
     return cases or [_Problem("no-components", explain_empty(distribution, kinds))]
-
-
-def _installed(distribution: str) -> bool:
-    from importlib import metadata
-
-    from masters.testing.conformance import BUILTIN_DISTRIBUTION, canonical
-
-    if canonical(distribution) == canonical(BUILTIN_DISTRIBUTION):
-        return True
-    try:
-        metadata.distribution(distribution)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 def pytest_generate_tests(metafunc: Any) -> None:

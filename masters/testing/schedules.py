@@ -37,8 +37,10 @@ SCHEDULE_CHECKS: tuple[str, ...] = ("protocol", "levels", "stages", "monotone")
 # r_max / step variants tried besides the example (ScheduleSpec fields; refused ones are skipped).
 VARIANTS: tuple[dict[str, Any], ...] = ({"r_max": "3000bp", "step": "500bp"}, {"r_max": "3000bp", "step": "1000bp"},
                                         {"r_max": "0bp"}, {"r_max": "100bp", "step": "1bp"})
-# Progress points: a grid fine enough to hit every stage of the variants, and past the end.
-GRID = 1000
+# Progress points: a grid, the equal-stage boundaries k/M of a schedule with M levels and the
+# points just before them, and past the end.
+GRID = 400
+EPSILON = Fraction(1, 10**6)
 BEYOND: tuple[Fraction, ...] = (Fraction(1), Fraction(1001, 1000), Fraction(3, 2), Fraction(5))
 
 
@@ -73,8 +75,11 @@ def _fail(check: str, spec: Any, message: str) -> None:
     raise ScheduleConformanceError(f"[{check}] {_label(spec)}: {message}")
 
 
-def _progress_points() -> list[Fraction]:
-    return [Fraction(i, GRID) for i in range(GRID + 1)] + list(BEYOND)
+def _progress_points(n_levels: int) -> list[Fraction]:
+    points = {Fraction(i, GRID) for i in range(GRID + 1)}
+    for k in range(1, n_levels):
+        points |= {Fraction(k, n_levels), Fraction(k, n_levels) - EPSILON}
+    return sorted(points) + list(BEYOND)
 
 
 def check_protocol(case: _Case) -> None:
@@ -131,7 +136,7 @@ def check_stages(case: _Case) -> None:
     for spec, impl in case.cases:
         levels = list(impl.levels())
         where = _label(spec)
-        for p in _progress_points():
+        for p in _progress_points(len(levels)):
             stage = impl.stage_at(p)
             require(isinstance(stage, int) and 0 <= stage < len(levels), ScheduleConformanceError, "stages", where,
                     f"stage_at({p}) is {stage!r}, outside 0..{len(levels) - 1}")
@@ -151,7 +156,7 @@ def check_monotone(case: _Case) -> None:
         raise NotApplicable(f"{spec_label(spec0)} declares monotone = False")
     for spec, impl in case.cases:
         previous, at = -1, None
-        for p in _progress_points():
+        for p in _progress_points(len(impl.levels())):
             stage = impl.stage_at(p)
             require(stage >= previous, ScheduleConformanceError, "monotone", _label(spec),
                     f"stage_at goes back from {previous} at progress {at} to {stage} at {p}: the mask would grow "

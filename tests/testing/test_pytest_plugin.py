@@ -87,7 +87,10 @@ def plugin_run(tmp_path_factory):
     info = site / "masters_fake_conformance-0.1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {DIST}\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text("[masters]\nfake = masters_fake_conformance.hooks\n")
+    # the pytest11 entry point masters' own pyproject declares, here on the fake distribution: pytest
+    # loads it, and the project's `pytest_plugins` naming the same module does not register it twice
+    (info / "entry_points.txt").write_text("[masters]\nfake = masters_fake_conformance.hooks\n\n[pytest11]\n"
+                                           "masters.testing.pytest_plugin = masters.testing.pytest_plugin\n")
     project = root / "project"
     project.mkdir()
     (project / "pytest.ini").write_text(f"[pytest]\naddopts = --strict-markers\nmasters_distribution = {DIST}\n")
@@ -137,3 +140,18 @@ def test_the_builtin_distribution_has_cases_of_every_kind():
     cases = _cases("masters_distill", None)  # names compare as pip compares them
     assert {c.kind for c in cases} == set(KINDS)
     assert len({c.id for c in cases}) == len(cases)
+
+
+def test_check_distribution_outside_pytest():
+    from masters.testing import check_distribution
+
+    report = check_distribution("masters-distill", kinds=("schedule",))
+    assert report and set(report.values()) == {"ok"} and "schedule:staircase:monotone" in report
+    with pytest.raises(AssertionError, match="not installed"):
+        check_distribution("masters-not-installed")
+
+
+def test_adapter_cases_run_through_the_same_route():
+    from masters.testing import ConformanceCase
+
+    ConformanceCase("masters-distill", "adapter", "llava", "protocol").run()
