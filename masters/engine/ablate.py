@@ -97,7 +97,7 @@ def _split_values(text: str) -> list[str]:
         else:
             current += ch
     out.append(current.strip())
-    return [v for v in out if v]
+    return out  # an empty value (a doubled or trailing comma) is refused by parse_grid
 
 
 def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
