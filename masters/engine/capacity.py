@@ -1,0 +1,219 @@
+"""Capacity-gap models for the ``shapes_reason`` testbed (issue 13, item 2), cached by their settings.
+
+A teacher (LLaVA hidden 192, 3 layers), a mid teacher (the demo teacher's ``small`` size) and a
+student small enough (hidden 32-48) that its SFT plateau lies well below the teacher's, each built
+from scratch and trained with SFT on the task's reference answers by the engine, exactly as the
+demo trains its teacher (:func:`masters.demo.run._trained_model`), and cached the same way: under
+``CACHE/<role>-<hash of its settings and the task's>``, reused while the settings are unchanged.
+Widen a gap by shrinking the student, never by growing the teacher.
+
+Training runs pass by pass; after each pass the model is scored greedily on ``n_eval`` validation
+questions, and the curve is saved beside the model as ``plateau.json`` (``steps``, ``accuracy``,
+``n``), which ``masters probe`` reads for gate G1 (the student is warmed up *to its plateau*);
+the earlier passes are kept under ``CACHE/<role>-<key>/passes/pass-<k>`` (the teacher's own SFT
+checkpoints are the study's curriculum control).
+
+    python -m masters.engine.capacity --out runs/shapes-reason [--roles teacher,mid,student]
+
+links ``OUT/models/<role>`` to each cached model, which ``configs/shapes-reason.yaml`` names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from masters.engine.identity import provenance, stage_hash
+from masters.specs import StrictModel
+
+IMAGE_SIZE = 48
+PATCH = 16
+
+
+class GapModel(StrictModel):
+    """One model of the testbed: its dimensions and its SFT (from scratch) schedule."""
+
+    family: str = "llava"
+    size: str = Field("tiny", description="Base dimensions (masters.models.tiny.SIZES), overridden by dims.")
+    dims: dict[str, int] = Field(default_factory=dict)
+    seed: int = 0
+    n_train: int = Field(2048, ge=1, description="Training questions (a prefix of the train split).")
+    passes: int = Field(4, ge=1, description="Passes over them; the curve has one point per pass.")
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    max_new_tokens: int = Field(26, ge=1, description="Longest greedy answer when scoring the curve.")
+
+
+class GapSpec(StrictModel):
+    """The testbed: the task and its three models."""
+
+    task: dict[str, Any] = Field(default_factory=lambda: {"name": "shapes_reason"})
+    n_eval: int = Field(512, ge=1, description="Validation questions each curve point is scored on.")
+    cache_dir: str = "runs/shapes-reason/cache"
+    teacher: GapModel = Field(default_factory=lambda: GapModel(
+        dims={"hidden": 192, "layers": 3, "heads": 4, "intermediate": 384, "vision_hidden": 64, "vision_layers": 2,
+              "pad_vocab_to": 64}, seed=1, passes=6))
+    mid: GapModel = Field(default_factory=lambda: GapModel(size="small", seed=3, passes=6))
+    student: GapModel = Field(default_factory=lambda: GapModel(
+        dims={"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "vision_hidden": 32, "vision_layers": 1,
+              "pad_vocab_to": 8}, seed=2, passes=6))
+
+    def model(self, role: str) -> GapModel:
+        return getattr(self, role)
+
+
+ROLES = ("teacher", "mid", "student")
+
+
+@contextlib.contextmanager
+def tiny_image(image_size: int = IMAGE_SIZE, patch: int = PATCH) -> Iterator[None]:
+    """Build tiny models for 48 px images cut into 16 px patches (one image token per grid cell)."""
+    import masters.models.tiny as tiny
+
+    old = tiny.IMAGE_SIZE, tiny.PATCH
+    tiny.IMAGE_SIZE, tiny.PATCH = image_size, patch
+    try:
+        yield
+    finally:
+        tiny.IMAGE_SIZE, tiny.PATCH = old
+
+
+def task_spec(spec: GapSpec) -> Any:
+    from masters.plugins import get_components
+
+    data = dict(spec.task)
+    cls = get_components().registry("task").get(str(data.get("name", "shapes_reason"))).spec_cls
+    return cls.model_validate(data)
+
+
+def model_key(spec: GapSpec, role: str) -> str:
+    """What a cached model depends on: its settings and the task's (not the split sizes)."""
+    task = task_spec(spec).identity()
+    for k in ("n_train", "n_validation", "n_test"):
+        task.pop(k, None)
+    return stage_hash(f"gap-{role}", {"model": spec.model(role), "task": task, "n_eval": spec.n_eval,
+                                      "image": [IMAGE_SIZE, PATCH]})[:12]
+
+
+def tokenizer_words(spec: GapSpec) -> list[str] | None:
+    if task_spec(spec).name == "shapes_reason":
+        from masters.tasks.shapes_reason import shapes_reason_vocabulary
+
+        return shapes_reason_vocabulary()
+    return None
+
+
+def trained_model(spec: GapSpec, role: str, tokenizer: Path, splits: Mapping[str, list[Any]], *,
+                  progress: bool = False, say: Any = print) -> tuple[Path, bool]:
+    """Build and SFT-train one model pass by pass (curve in plateau.json), or reuse it from the cache."""
+    from masters.config import validate_run_spec
+    from masters.engine.evaluate import evaluate_model
+    from masters.engine.trainer import train
+    from masters.models import build_tiny_model
+
+    model = spec.model(role)
+    home = Path(spec.cache_dir) / f"{role}-{model_key(spec, role)}"
+    final = home / "model"
+    if (home / "done.json").exists() and final.is_dir():
+        say(f"  {role}: reusing {final}")
+        return final, True
+    if home.exists():
+        shutil.rmtree(home)  # an unfinished earlier attempt
+    home.mkdir(parents=True)
+    current = home / "init"
+    with tiny_image():
+        build_tiny_model(model.family, model.size, current, tokenizer_dir=tokenizer, seed=model.seed, **model.dims)
+    task = {**task_spec(spec).model_dump(mode="json"), "n_train": model.n_train}
+    prefix = {**splits, "train": list(splits["train"][:model.n_train])}
+    evaluation = list(splits["validation"][:spec.n_eval])
+    rewards = validate_run_spec({"output_dir": str(home / "x"), "teacher": str(current), "student": str(current),
+                                 "task": task}).rewards
+    key = next(k for k, r in zip([r.name for r in rewards], rewards) if type(r).signal == "accuracy")
+    curve: dict[str, Any] = {"steps": [], "accuracy": [], "n": len(evaluation), "reward": key}
+    steps_per_pass = -(-model.n_train // model.batch_size)
+    began = time.perf_counter()
+    for p in range(model.passes):
+        run = validate_run_spec({
+            "output_dir": str(home / f"pass-{p}"), "seed": model.seed * 1000 + p, "teacher": str(current),
+            "student": str(current), "task": task, "objective": "sft",
+            "training": {"learning_rate": model.learning_rate, "questions_per_step": model.batch_size,
+                         "checkpoint_every": 10**9},
+        })
+        result = train(run, splits=prefix, progress=progress)
+        shutil.rmtree(home / "init" if p == 0 else home / f"pass-{p - 1}", ignore_errors=True)
+        current = result.student_dir
+        if p + 1 < model.passes:  # the model's own SFT checkpoints (the curriculum control of the study)
+            shutil.copytree(current, home / "passes" / f"pass-{p + 1}")
+        acc = evaluate_model(current, evaluation, rewards, batch_size=128, max_new_tokens=model.max_new_tokens,
+                             split="validation").accuracy[key]
+        curve["steps"].append((p + 1) * steps_per_pass)
+        curve["accuracy"].append(acc)
+        say(f"  {role}: pass {p + 1}/{model.passes}: validation {key} {acc:.3f} "
+            f"({time.perf_counter() - began:.0f} s)")
+    shutil.move(str(current), str(final))
+    (final / "plateau.json").write_text(json.dumps(curve, indent=2) + "\n")
+    for leftover in home.glob("pass-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    (home / "done.json").write_text(json.dumps({"settings": model.model_dump(mode="json"), "curve": curve,
+                                                "seconds": round(time.perf_counter() - began, 1),
+                                                "provenance": provenance()}, indent=2) + "\n")
+    return final, False
+
+
+def build_models(spec: GapSpec, out: Path, roles: tuple[str, ...] = ROLES, *, progress: bool = False,
+                 say: Any = print) -> dict[str, Path]:
+    """Every role's model (cached), linked as ``out/models/<role>``; the shared tokenizer at ``out/tokenizer``."""
+    from masters.data import load_splits
+    from masters.models import build_tokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = out / "tokenizer"
+    if not (tokenizer / "tokenizer.json").exists():
+        build_tokenizer(tokenizer, words=tokenizer_words(spec))
+    n_train = max(spec.model(r).n_train for r in roles)
+    task = task_spec(spec).model_copy(update={"n_train": n_train})
+    splits = load_splits(task)
+    links = out / "models"
+    links.mkdir(exist_ok=True)
+    paths = {}
+    for role in roles:
+        path, _ = trained_model(spec, role, tokenizer, splits, progress=progress, say=say)
+        link = links / role
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(path.resolve())
+        paths[role] = link
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Build (or reuse) the shapes_reason capacity-gap models.")
+    p.add_argument("--out", default="runs/shapes-reason")
+    p.add_argument("--config", help="YAML GapSpec (default: the built-in sizes)")
+    p.add_argument("--roles", default=",".join(ROLES))
+    args = p.parse_args(argv)
+    import torch
+
+    from masters.config import read_config
+
+    torch.set_num_threads(1)
+    data = dict(read_config(args.config)) if args.config else {}
+    data.setdefault("cache_dir", str(Path(args.out) / "cache"))
+    spec = GapSpec.model_validate(data)
+    paths = build_models(spec, Path(args.out), tuple(args.roles.split(",")), say=lambda t: print(t, flush=True))
+    for role, path in paths.items():
+        print(f"{role}: {path} -> {path.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
