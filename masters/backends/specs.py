@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Optional
+
+from pydantic import Field
 
 from masters.specs import BackendSpec
 
@@ -21,4 +23,45 @@ class HFBackendSpec(BackendSpec):
         return None  # its rows are the reference every other backend is compared with
 
 
-BUILTIN_BACKEND_SPECS: tuple[type[BackendSpec], ...] = (HFBackendSpec,)
+class VLLMBackendSpec(BackendSpec):
+    """vLLM's engine in its own venv and worker process (``bash .ci/setup test`` builds ``.venv-vllm``).
+
+    ``sampler: gumbel`` runs masters' per-row Gumbel sampler inside vLLM as a logits processor:
+    rows equal the ``hf`` backend's, so the two share (and resume) one bank. ``sampler: native``
+    is vLLM's own seeded sampler: reproducible per row but other rows, so its bank is its own.
+    The pipe protocol is documented in ``masters.backends.vllm_protocol``.
+    """
+
+    name: Literal["vllm"] = "vllm"
+    implementation: ClassVar[str] = "masters.backends.vllm:VLLMBackend"
+    operational_fields: ClassVar[frozenset[str]] = frozenset(
+        {"python", "kv_cache_mib", "max_num_seqs", "max_model_len", "max_images", "max_engines", "keep_engines",
+         "startup_timeout_s", "threads", "cache_dir"}
+    )
+    """Fields that change how rows are computed, never which rows."""
+
+    sampler: Literal["gumbel", "native"] = Field(
+        "gumbel", description="gumbel: masters' per-row Gumbel sampler as a vLLM logits processor (rows equal "
+        "the hf backend's); native: vLLM's own seeded sampler (reproducible, other rows, its own bank).")
+    python: Optional[str] = Field(
+        None, description="Python of the vLLM venv; default $MASTERS_VLLM_PYTHON, else .venv-vllm/bin/python "
+        "of the masters checkout.")
+    kv_cache_mib: int = Field(256, ge=16, description="KV cache per engine, MiB.")
+    max_num_seqs: int = Field(64, ge=1, description="Sequences the engine decodes at once.")
+    max_model_len: Optional[int] = Field(None, ge=16, description="Context length; default the model's.")
+    max_images: int = Field(1, ge=1, description="Images per prompt the engine accepts.")
+    max_engines: int = Field(2, ge=1, description="Engines the worker keeps open (the oldest closes first).")
+    keep_engines: bool = Field(False, description="Keep a model's engine open after its session closes, "
+                               "for the next one (tests, benchmarks).")
+    startup_timeout_s: float = Field(600.0, gt=0, description="Longest wait for the worker to start.")
+    threads: Optional[int] = Field(None, ge=1, description="Torch threads of the worker; default vLLM's choice.")
+    cache_dir: Optional[str] = Field(None, description="Where prepared (vLLM-ready) checkpoint copies are "
+                                     "kept; default a temporary directory per worker.")
+
+    def row_identity(self) -> dict[str, Any] | None:
+        if self.sampler == "gumbel":
+            return None  # rows equal the hf backend's: banks are shared and resumable across the two
+        return {"name": self.name, "sampler": self.sampler}
+
+
+BUILTIN_BACKEND_SPECS: tuple[type[BackendSpec], ...] = (HFBackendSpec, VLLMBackendSpec)
