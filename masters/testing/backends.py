@@ -4,7 +4,8 @@
 pytest parametrisation over ``registered_backends()`` x ``BACKEND_CHECKS``. The backend opens a
 tiny LLaVA student (:func:`backend_checkpoint`, built once per process) whose generation config
 lists many EOS ids, as real checkpoints list several (``<|im_end|>``, ``<|endoftext|>``), so that
-sampled responses stop early and the stopping rule can be seen; ``model_dir=DIR`` names another
+sampled responses stop early and the stopping rule can be seen (2 attention heads of 32, as
+engines with fused CPU kernels need); ``model_dir=DIR`` names another
 checkpoint. The model is passed as a run spec's model entry (``ModelSpec(path=DIR)``) and
 ``vocab_limit`` is a few ids below the tokenizer's length, so ids a response may never hold exist
 on both sides of it.
@@ -41,7 +42,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from masters.testing.adapters import ConformanceError, _workdir, tiny_checkpoint
+from masters.testing.adapters import ConformanceError, _workdir
 from masters.testing.examples import NotApplicable, resolve_spec, spec_label
 
 __all__ = ["BACKEND_CHECKS", "BackendConformanceError", "backend_checkpoint", "check_backend", "registered_backends",
@@ -52,6 +53,7 @@ BACKEND_CHECKS: tuple[str, ...] = ("capabilities", "session", "per_row_seeds", "
 CUT_BELOW_TOKENIZER = 4  # vocab_limit = len(tokenizer) - this
 EOS_SHARE = 3  # one word id in this many is an EOS id of the backend checkpoint
 MAX_NEW_TOKENS = 6
+HEADS = 2  # hidden 64: head size 32
 MASKER = "magnitude"
 MASK_LEVEL_BP = 5000
 
@@ -72,13 +74,16 @@ def _fail(check: str, label: str, message: str) -> None:
 
 @functools.lru_cache(maxsize=None)
 def backend_checkpoint() -> Path:
-    """The tiny LLaVA checkpoint with every third word id (and the tokenizer's EOS) an EOS id."""
+    """A tiny LLaVA checkpoint (2 heads of 32: engines such as vLLM's CPU attention refuse heads
+    under 32) with every third word id (and the tokenizer's EOS) an EOS id."""
+    from masters.models.tiny import build_tiny_model
+
     out = _workdir() / "backend-llava-multi-eos"
     if (out / "config.json").exists():
         return out
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(tiny_checkpoint("llava"), tmp)
+    build_tiny_model("llava", "tiny", tmp, heads=HEADS)
     info = _tokenizer_info(tmp)
     config = json.loads((tmp / "generation_config.json").read_text())
     words = [i for i in range(info["vocab_limit"]) if i not in info["special"]]
