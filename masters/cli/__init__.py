@@ -76,6 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             error = os_error(exc)
             print_error(error)
             return error.exit_code
+        except Exception as exc:
+            if type(exc).__name__ != "SafetensorError":  # safetensors wraps a failed write (a full disk)
+                raise
+            from masters.errors import MastersError as _Error
+
+            error = _Error(f"cannot write or read a safetensors file: {exc}",
+                           fix="check free disk space and permissions, then run the same command again")
+            print_error(error)
+            return error.exit_code
         except KeyboardInterrupt as exc:
             signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
             what = "terminated" if signum == signal.SIGTERM else "interrupted"
