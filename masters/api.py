@@ -39,6 +39,7 @@ _LAZY: dict[str, str] = {
     "DataError": "masters.errors",
     # masker unit layouts (rows, columns, blocks, N:M groups, or any view + permutation)
     "UnitLayout": "masters.masking.layout",
+    "BaseMasker": "masters.masking.maskers",  # scores |w|; a masker subclasses it for units() alone
     "LayoutError": "masters.masking.layout",
     # protocols and the values they exchange
     "Masker": "masters.interfaces",
@@ -60,6 +61,7 @@ _LAZY: dict[str, str] = {
     "GeneratedResponse": "masters.interfaces",
     # objectives: the Masters objective's tensor functions, for objectives that build on it
     "group_advantages": "masters.objectives.losses",
+    "MaskedTeacher": "masters.masking.runtime",
     "masters_loss": "masters.objectives.losses",
     "reduce_token_values": "masters.rewards.jsd",
     # data

@@ -54,7 +54,7 @@ class Masker(Protocol):
         ``[u * S, (u + 1) * S)``, positions in flat order (per tensor ``(1, numel)``, per row
         ``(numel // in, in)``, per expert of a 3-D MoE weight ``(E, numel // E)``, N:M groups along
         the input dimension ``(numel // M, M)``). Any other unit is a
-        :class:`masters.masking.layout.UnitLayout`: ``tensor.reshape(view).permute(perm)``, the
+        :class:`masters.api.UnitLayout`: ``tensor.reshape(view).permute(perm)``, the
         first ``unit_dims`` dimensions numbering the units and the rest the positions inside one,
         row-major. Its constructors cover the usual ones: ``UnitLayout.rows(shape)``,
         ``.columns(shape)`` (``S = out``, ties by row), ``.blocks(shape, (bh, bw))`` (ties row by
@@ -143,7 +143,7 @@ class AccuracyReward(Protocol):
     score *now* (an unreachable judge): the scoring stage leaves that row unscored and retries it
     on the next run. A rule that simply finds no answer returns 0.0, not ``None``. An item's score
     must depend only on that item (the stage batches rows as it likes). Check a new reward with
-    ``masters.rewards.testing.check_accuracy_reward``.
+    ``masters.testing`` (the reward kit).
     """
 
     spec: Any

@@ -240,7 +240,7 @@ def resolve_layout(result: Any, *, shape: Sequence[int], masker: str, tensor: st
                 f"masker {masker!r} split {tensor} {tuple(shape)} ({numel} elements) into {units} x {size} units",
                 where=where,
                 fix="units() must cover the tensor exactly: return (U, S) with U * S == numel for contiguous "
-                    "units, or a masters.masking.layout.UnitLayout (rows, columns, blocks, groups) for any other",
+                    "units, or a masters.api.UnitLayout (rows, columns, blocks, groups) for any other",
             )
         layout = UnitLayout.contiguous(units, size)
     else:
@@ -248,7 +248,7 @@ def resolve_layout(result: Any, *, shape: Sequence[int], masker: str, tensor: st
             f"masker {masker!r} returned {type(result).__name__} {result!r:.80} for {tensor} {tuple(shape)}, "
             "which is not a unit layout",
             where=where,
-            fix="return (U, S) for contiguous units, or a masters.masking.layout.UnitLayout "
+            fix="return (U, S) for contiguous units, or a masters.api.UnitLayout "
                 "(UnitLayout.rows / columns / blocks / groups / experts, or UnitLayout(view, perm, unit_dims))",
         )
     problems = layout.problems()

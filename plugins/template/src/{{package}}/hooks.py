@@ -6,7 +6,7 @@ Importing this module must stay cheap (no torch, no model files): it runs on eve
 
 from __future__ import annotations
 
-from masters import hookimpl
+from masters.api import hookimpl
 
 from {{package}}.spec import {{class_prefix}}Spec
 
