@@ -44,8 +44,12 @@ __all__ = ["MARKER", "PLUGIN_NAME", "masters_case", "register"]
 def register(config: Any) -> None:
     """Register this plugin on ``config`` unless it is already (for a nested conftest, where
     ``pytest_plugins`` is not allowed: call it from that conftest's ``pytest_configure``)."""
+    import sys
+
     if not config.pluginmanager.has_plugin(PLUGIN_NAME):
-        config.pluginmanager.import_plugin(PLUGIN_NAME)
+        # registered as the imported module itself (import_plugin would warn that a module already
+        # imported cannot have its asserts rewritten)
+        config.pluginmanager.register(sys.modules[__name__], PLUGIN_NAME)
 
 
 def pytest_addoption(parser: Any) -> None:
