@@ -163,7 +163,9 @@ class DistillationReward(Protocol):
     JSD loss may also define ``from_token_divergence(token_divergence, response_mask,
     group_index) -> Tensor[batch]``, taking the per-token values ``[batch, tokens]`` the loss
     already computed (``masters.rewards.jsd.jsd_loss``), so no second pass over the vocabulary is
-    needed. The engine uses it when present and falls back to ``__call__`` otherwise.
+    needed. The engine uses it when present and the attribute ``uses_loss_divergence`` (default
+    True) is true for this spec; otherwise (e.g. a temperature other than the loss's) it calls
+    ``__call__``.
     """
 
     spec: Any

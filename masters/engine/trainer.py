@@ -371,7 +371,8 @@ class Trainer:
                 weights[key] = reward_spec.weight
         if self.distill_reward is not None:
             key, reward = self.distill_reward
-            if hasattr(reward, "from_token_divergence"):  # reuse the loss's JSD: no second pass
+            if hasattr(reward, "from_token_divergence") and getattr(reward, "uses_loss_divergence", True):
+                # reuse the loss's JSD: no second pass over the vocabulary
                 raw[key] = reward.from_token_divergence(token_jsd.detach(), mask, groups)
             elif self.cache is None:
                 raw[key] = reward(teacher_logits.detach(), student_logits.detach(), mask, groups)

@@ -65,6 +65,11 @@ class JSDDistillReward:
         self.vocab_size = vocab_size
         self.last_divergence: torch.Tensor | None = None  # D_j of the last call, for logging
 
+    @property
+    def uses_loss_divergence(self) -> bool:
+        """The loss's per-token JSD is this reward's divergence only at temperature 1."""
+        return self.spec.temperature == 1.0
+
     def __call__(
         self,
         teacher_logits: torch.Tensor,
