@@ -88,6 +88,8 @@ class ScheduleSpec(ComponentSpec):
 
     kind: ClassVar[str] = "schedule"
     uses_step: ClassVar[bool] = True
+    # Levels never rise during training (restoring only); the schedule kit checks it unless False.
+    monotone: ClassVar[bool] = True
     r_max: Ratio = Field(Ratio(2000), description="Mask ratio at the start of training (paper default 0.2).")
     step: Ratio = Field(Ratio(500), description="Restore step s; levels are multiples of it (paper default 0.05).")
 
