@@ -15,7 +15,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -317,13 +316,15 @@ def test_the_file_size_limit_is_an_error_not_a_kill(world, tmp_path):
     from masters.bank.schema import BANK_SCHEMA
 
     prior = tmp_path / "prior"
-    shutil.copytree(world["prior"], prior)
+    ResponseBank.open(prior / "bank", stage_hash="h", tokenizer_fingerprint="f").append([bank_row(0, 0), bank_row(0, 1)])
     shards = prior / "bank" / "shards"
+    # sorted last, a copy and a new row: the repair must write the new row into a new shard
     pq.write_table(pa.Table.from_pylist([bank_row(0, 0), bank_row(2, 0)], schema=BANK_SCHEMA),
-                   shards / "part-000000000000.parquet")  # a copy and a new row: the repair writes a shard
+                   shards / "part-zzzzzzzzzzzz.parquet")
     before = snapshot(prior)
     cfg = world["config"]("efbig", output_dir=str(prior))
-    limit = min(p.stat().st_size for p in shards.glob("*.parquet")) // 2
+    limit = 1024  # a Parquet shard of this schema is several KiB; the lock and marker files are far smaller
+    assert min(p.stat().st_size for p in shards.glob("*.parquet")) > 2 * limit
 
     def small_files() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
@@ -414,4 +415,28 @@ def test_stage_log_counts_every_attempt(tmp_path):
     log.record("train", "id1", 3.0, {"steps": 4})
     entry = log.read()["train"]
     assert log.done("train", "id1") and entry["attempts"] == 2 and entry["seconds"] == 5.0
-    time.sleep(0)
+
+
+def test_a_failed_student_save_keeps_the_previous_student_and_the_stage_unclaimed(tiny_pair, tmp_path, monkeypatch):
+    from masters.config import validate_run_spec
+    from masters.engine.pipeline import StageLog, run_pipeline, stage_identity
+
+    teacher, student = tiny_pair
+    data = {"output_dir": str(tmp_path / "run"), "teacher": str(teacher), "student": str(student), "objective": "sft",
+            "task": {"name": "shapes", "n_train": 2, "n_validation": 0, "n_test": 2}, "rewards": ["exact_match"],
+            "training": {"learning_rate": 1e-3, "questions_per_step": 2}}
+    run_pipeline(validate_run_spec(data), progress=False)
+    saved = snapshot(tmp_path / "run" / "student")
+    again = validate_run_spec({**data, "training": {**data["training"], "learning_rate": 2e-3}})
+    # the disk fills while the student is saved
+    monkeypatch.setenv("MASTERS_TEST_FS_FAULT", f"ENOSPC:{tmp_path / 'run' / 'student'}")
+    with pytest.raises(OSError):
+        run_pipeline(again, progress=False)
+    assert snapshot(tmp_path / "run" / "student") == saved  # the previous student, whole and loadable
+    log = StageLog(tmp_path / "run")
+    assert not log.done("train", stage_identity(again, "train"))
+    monkeypatch.delenv("MASTERS_TEST_FS_FAULT")
+    results = run_pipeline(again, progress=False)  # the disk has room again: the rerun completes
+    assert results["train"]["steps"] == 1 and log.done("train", stage_identity(again, "train"))
+    assert snapshot(tmp_path / "run" / "student") != saved
+    assert log.read()["train"]["attempts"] == 2, log.read()
