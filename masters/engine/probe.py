@@ -273,7 +273,9 @@ def _gate_g1(t_acc: float, s_acc: float, n: int, min_validation: int, curve: Map
         fixes.append(f"raise task.n_validation to {min_validation}")
     if gap < GAP_MIN:
         problems.append(f"teacher {t_acc:.3f} - student {s_acc:.3f} = {gap:+.3f} < {GAP_MIN}")
-        fixes.append("shrink the student (hidden 32-48, fewer layers) until its plateau is 0.15 below the teacher")
+        fixes.append("shrink the student (hidden 32-48, fewer layers) until its plateau is 0.15 below the teacher"
+                     + ("; the teacher itself is near the answer prior: train it longer (more passes, a lower "
+                        "learning rate) before shrinking anything" if t_acc < 0.6 else ""))
     plateau = "no plateau curve"
     if curve is None:
         problems.append("no warm-up curve to show the student is at its plateau")
