@@ -356,6 +356,7 @@ class Trainer:
         out = self.objective.loss(inputs)
         _check_finite(out.total, step, questions)
         metrics = dict(out.metrics)
+        metrics.update(__import__("masters.engine.diagnostics", fromlist=["for_step"]).for_step(self, inputs, responses))
         metrics["tokens"] = float(mask.sum())
         return _Zero(out.total), metrics
 

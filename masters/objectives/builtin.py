@@ -58,7 +58,10 @@ class DistillationObjective:
         terms = masters_loss(inputs.student_logprobs, inputs.mask, zeros, token_jsd=inputs.teacher_divergence,
                              beta=0.0, distill_weight=self.spec.distill_loss_weight, policy_weight=0.0,
                              reduction=inputs.reduction)
-        return ObjectiveLoss(terms.total, terms.metrics())
+        metrics = terms.metrics()
+        metrics.pop("loss/policy")  # identically 0 without a policy term
+        metrics.pop("loss/kl")  # likewise: no KL here
+        return ObjectiveLoss(terms.total, metrics)
 
 
 class SFTObjective:
