@@ -25,9 +25,22 @@ def _eos(model: Any) -> str | None:
 
 
 def _logit_rows(model: Any) -> int | None:
+    """The LM head's output rows, from the module's declared ``out_features`` (or the text config's
+    ``vocab_size``), never from the weight's shape: a sharded student (FSDP1 flat parameters, ZeRO-3
+    partitions) holds a weight of 0 rows."""
     inner = getattr(model, "model", None)
     emb = inner.get_output_embeddings() if inner is not None and hasattr(inner, "get_output_embeddings") else None
-    return int(emb.weight.shape[0]) if emb is not None else None
+    if emb is None:
+        return None
+    rows = getattr(emb, "out_features", None) or getattr(emb, "num_embeddings", None)
+    if rows is None:
+        config = getattr(inner, "config", None)
+        text = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
+        rows = getattr(text, "vocab_size", None)
+    if rows is None:
+        shape = getattr(emb.weight, "ds_shape", None) or emb.weight.shape
+        rows = shape[0]
+    return int(rows)
 
 
 def check_compatible(teacher: Any, student: Any, *, where: str = "teacher/student") -> int:

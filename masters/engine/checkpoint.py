@@ -1,8 +1,23 @@
-"""Atomic training checkpoints: safetensors weights, optimizer state, position and RNG in JSON.
+"""Atomic training checkpoints, for one process and for every distributed engine.
 
-A checkpoint is written into ``step-NNNNNN.tmp/`` and renamed into place, so a run killed while
-writing leaves the previous checkpoint intact. The optimizer state is the one file written with
-``torch.save`` (it holds step counters and tensors); it is read back with ``weights_only=True``.
+A checkpoint is written into ``step-NNNNNN.tmp/`` and renamed into place by the main process
+once every rank has written its part, so a run killed while writing leaves the previous
+checkpoint intact. Layout (``state.json`` names the ``format``):
+
+- ``full`` (one process, DDP, FSDP1, FSDP2): ``model.safetensors`` holds the trainable tensors,
+  whole; ``optimizer.pt`` the optimizer state. Under FSDP both are gathered through
+  ``torch.distributed.checkpoint.state_dict`` (keys are parameter names) and set back the same
+  way, so a resumed run re-shards them.
+- ``deepspeed`` (ZeRO-1/2/3): ``engine/`` is ``accelerator.save_state`` (DeepSpeed's partitioned
+  model and optimizer states, accelerate's RNG state).
+- Every rank's own RNG state as ``rng-rank<R>.safetensors`` (torch) and ``rng-rank<R>.json``
+  (Python's ``random``): dropout and LoRA draw from them, so a resumed run equals an
+  uninterrupted one.
+
+Files written with pickle (``optimizer.pt``; DeepSpeed's ``*.pt``; accelerate's RNG ``*.pkl``) are
+only ever read with ``torch.load(weights_only=True)`` under one allow-list of safe globals
+(:func:`safe_globals`); DeepSpeed reads through :class:`SafeCheckpointEngine` instead of its own
+``weights_only=False`` loader.
 """
 
 from __future__ import annotations
@@ -18,8 +33,64 @@ import torch
 from safetensors.torch import load_file, save_file
 
 KEEP = 2
+FULL, DEEPSPEED = "full", "deepspeed"
 
 
+# -- loading pickles safely ------------------------------------------------------------------------
+def safe_globals() -> list[Any]:
+    """The one allow-list for ``torch.load(weights_only=True)``: numpy's RNG state (accelerate),
+    DeepSpeed's loss scaler, ZeRO stage and fragment records, and the builtins they use."""
+    allowed: list[Any] = []
+    try:
+        from accelerate.utils.constants import TORCH_SAFE_GLOBALS
+
+        allowed += list(TORCH_SAFE_GLOBALS)
+    except ImportError:  # pragma: no cover - older accelerate
+        pass
+    try:
+        import numpy as np
+
+        allowed += [np.dtype, np.ndarray, type(np.dtype("uint32")), type(np.dtype("float64")),
+                    type(np.dtype("int64"))]
+        from numpy.core.multiarray import _reconstruct  # type: ignore[attr-defined]
+
+        allowed.append(_reconstruct)
+    except ImportError:  # pragma: no cover
+        pass
+    try:  # deepspeed is a test/scale-out extra
+        from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+
+        allowed += [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+    except ImportError:
+        pass
+    import argparse
+    import collections
+
+    allowed += [collections.OrderedDict, collections.defaultdict, argparse.Namespace, set, frozenset, slice]
+    return allowed
+
+
+def load_torch(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` under :func:`safe_globals`, nothing else."""
+    with torch.serialization.safe_globals(safe_globals()):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _safe_checkpoint_engine() -> Any:
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    class SafeCheckpointEngine(TorchCheckpointEngine):
+        """DeepSpeed's torch checkpoint engine, reading with ``weights_only=True`` (its own passes False)."""
+
+        def load(self, path: str, map_location: Any = None) -> Any:
+            return load_torch(path, map_location=map_location)
+
+    return SafeCheckpointEngine
+
+
+# -- the state of one process (one-process format, kept readable) ---------------------------------
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     # Only what the optimizer changes: frozen weights (a LoRA base) come from the checkpoint dir.
     names = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -28,22 +99,12 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     state: dict[str, Any]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"step-{step:06d}"
-    tmp = directory / f"step-{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    """One process: write, rename into place, prune (see :func:`save_distributed` for N ranks)."""
+    tmp = _fresh_tmp(directory, step)
     save_file(_trainable_state(model), str(tmp / "model.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    rng = {"torch": torch.get_rng_state()}
-    save_file(rng, str(tmp / "rng.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({**state, "step": step, "python_random": _py_random_state()},
-                                               indent=2) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in sorted(p for p in directory.glob("step-*") if not p.name.endswith(".tmp"))[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    _save_rng(tmp, 0)
+    return _publish(directory, tmp, step, {**state, "format": FULL})
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -54,18 +115,180 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     weights = load_file(str(path / "model.safetensors"))
-    missing = set(_trainable_state(model)) - set(weights)
+    _check_complete(path, set(_trainable_state(model)), weights)
+    model.load_state_dict(weights, strict=False)
+    optimizer.load_state_dict(load_torch(path / "optimizer.pt"))
+    state = _read_state(path)
+    _load_rng(path, 0, state)
+    return state
+
+
+# -- N ranks ---------------------------------------------------------------------------------------
+def save_distributed(accelerator: Any, directory: Path, step: int, model: Any, optimizer: Any,
+                     state: dict[str, Any]) -> Path:
+    """Every rank calls this together; the main process publishes the checkpoint."""
+    from masters.engine.distributed import barrier, is_deepspeed, is_fsdp
+
+    main = accelerator.is_main_process
+    tmp = directory / f"step-{step:06d}.tmp"
+    if main:
+        _fresh_tmp(directory, step)
+    barrier(accelerator)
+    if is_deepspeed(accelerator):
+        fmt = DEEPSPEED
+        accelerator.save_state(str(tmp / "engine"))
+    else:
+        fmt = FULL
+        if is_fsdp(accelerator):
+            weights, optim = _gathered(accelerator, model, optimizer)
+        else:
+            plain = accelerator.unwrap_model(model)
+            weights, optim = _trainable_state(plain), optimizer.state_dict() if main else None
+        if main:
+            save_file(weights, str(tmp / "model.safetensors"))
+            torch.save(optim, tmp / "optimizer.pt")
+    _save_rng(tmp, accelerator.process_index)
+    barrier(accelerator)
+    final = tmp
+    if main:
+        final = _publish(directory, tmp, step, {**state, "format": fmt, "world_size": accelerator.num_processes})
+    barrier(accelerator)
+    return directory / f"step-{step:06d}" if not main else final
+
+
+def load_distributed(accelerator: Any, path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
+    """Every rank calls this together: restore model, optimizer and this rank's RNG from ``path``."""
+    from masters.engine.distributed import is_deepspeed, is_fsdp
+    from masters.errors import MastersError
+
+    state = _read_state(path)
+    fmt = state.get("format", FULL)
+    want = DEEPSPEED if is_deepspeed(accelerator) else FULL
+    if fmt != want:
+        raise MastersError(f"checkpoint written by {'DeepSpeed' if fmt == DEEPSPEED else 'a non-DeepSpeed engine'} "
+                           f"cannot resume under {'DeepSpeed' if want == DEEPSPEED else 'this engine'}",
+                           where=str(path), fix="resume with the accelerate config the run started with")
+    if fmt == DEEPSPEED:
+        if state.get("world_size") != accelerator.num_processes:
+            raise MastersError(f"DeepSpeed checkpoint of {state.get('world_size')} ranks, resumed on "
+                               f"{accelerator.num_processes}", where=str(path),
+                               fix="resume with the number of processes the run started with")
+        model.checkpoint_engine = _safe_checkpoint_engine()()
+        with torch.serialization.safe_globals(safe_globals()):
+            accelerator.load_state(str(path / "engine"))
+    elif is_fsdp(accelerator):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        weights = load_file(str(path / "model.safetensors"))
+        optim = load_torch(path / "optimizer.pt")
+        options = StateDictOptions(full_state_dict=True, strict=False)
+        set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=optim, options=options)
+    else:
+        plain = accelerator.unwrap_model(model)
+        weights = load_file(str(path / "model.safetensors"))
+        _check_complete(path, set(_trainable_state(plain)), weights)
+        plain.load_state_dict(weights, strict=False)
+        optimizer.load_state_dict(load_torch(path / "optimizer.pt"))
+    _load_rng(path, accelerator.process_index, state)
+    return state
+
+
+def _gathered(accelerator: Any, model: Any, optimizer: Any) -> tuple[dict[str, torch.Tensor], Any]:
+    """Whole trainable tensors and optimizer state from a sharded (FSDP) model, on every rank.
+
+    ``cpu_offload`` only off the CPU: a full state dict offloaded to CPU from CPU tensors
+    segfaults (torch 2.13)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=accelerator.device.type != "cpu")
+    weights, optim = get_state_dict(model, optimizer, options=options)
+    # FSDP1 names parameters with its wrapper prefixes; the state dict's names are the model's own.
+    trainable = {_clean(n) for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
+    keep = {k: v.detach().contiguous().cpu() for k, v in weights.items() if _clean(k) in trainable}
+    if len(keep) != len(trainable):
+        from masters.errors import MastersError
+
+        raise MastersError(f"the gathered state dict has {len(keep)} of the {len(trainable)} trainable tensors",
+                           where="checkpoint (FSDP)", fix="report this as a bug with the run's accelerate config")
+    return keep, optim
+
+
+def _clean(name: str) -> str:
+    for prefix in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module."):
+        name = name.replace(prefix, "")
+    return name
+
+
+def gathered_state_dict(accelerator: Any, model: Any) -> dict[str, torch.Tensor]:
+    """The whole student's state dict (every tensor full shape), collected by every rank; the
+    main process gets the tensors (the others may get an empty dict under DeepSpeed)."""
+    from masters.engine.distributed import is_deepspeed, is_fsdp
+
+    if is_fsdp(accelerator):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=accelerator.device.type != "cpu")
+        return {k: v.detach().cpu() for k, v in get_model_state_dict(model, options=options).items()}
+    if is_deepspeed(accelerator):
+        state = accelerator.get_state_dict(model)  # ZeRO-3: gathered on every rank, returned on the main one
+        return {k: v.detach().cpu() for k, v in (state or {}).items()}
+    return {k: v.detach().cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+
+
+# -- shared pieces ---------------------------------------------------------------------------------
+def _fresh_tmp(directory: Path, step: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f"step-{step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def _publish(directory: Path, tmp: Path, step: int, state: dict[str, Any]) -> Path:
+    final = directory / f"step-{step:06d}"
+    (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in sorted(p for p in directory.glob("step-*") if not p.name.endswith(".tmp"))[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    return json.loads((path / "state.json").read_text())
+
+
+def _check_complete(path: Path, expected: set[str], weights: dict[str, torch.Tensor]) -> None:
+    missing = expected - set(weights)
     if missing:
         from masters.errors import MastersError
 
         raise MastersError(f"checkpoint lacks {len(missing)} trainable tensors, e.g. {sorted(missing)[0]}",
                            where=str(path), fix="delete this checkpoint to resume from the one before, or start over")
-    model.load_state_dict(weights, strict=False)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch"])
-    state = json.loads((path / "state.json").read_text())
-    random.setstate(_from_json(state.pop("python_random")))
-    return state
+
+
+def _save_rng(directory: Path, rank: int) -> None:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda{i}"] = s
+    save_file(tensors, str(directory / f"rng-rank{rank}.safetensors"))
+    (directory / f"rng-rank{rank}.json").write_text(json.dumps({"python_random": _py_random_state()}) + "\n")
+
+
+def _load_rng(path: Path, rank: int, state: dict[str, Any]) -> None:
+    tensors_path = path / f"rng-rank{rank}.safetensors"
+    if not tensors_path.exists():  # checkpoints written before per-rank RNG files
+        tensors_path = path / "rng.safetensors"
+    tensors = load_file(str(tensors_path))
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[f"cuda{i}"] for i in range(len(tensors)) if f"cuda{i}" in tensors]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    py_path = path / f"rng-rank{rank}.json"
+    py = json.loads(py_path.read_text())["python_random"] if py_path.exists() else state.get("python_random")
+    if py is not None:
+        random.setstate(_from_json(py))
 
 
 def _py_random_state() -> Any:

@@ -37,6 +37,15 @@ class ReferenceStore:
                 self._values.update(zip(table.column("row_id").to_pylist(), table.column("logprobs").to_pylist()))
         return self._values
 
+    def reload(self) -> None:
+        """Forget what was read: the next access sees files other processes wrote since."""
+        self._values = None
+
+    def clean_partial(self) -> None:
+        """Remove a killed writer's temporary files (only before any process writes again)."""
+        for tmp in self.directory.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+
     def write(self, rows: Mapping[str, list[float]]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / f"ref-{uuid.uuid4().hex[:12]}.parquet"

@@ -70,6 +70,15 @@ class TeacherCache:
                     self._entries[key] = (ids, lps)
         return self._entries
 
+    def reload(self) -> None:
+        """Forget what was read: the next access sees files other processes wrote since."""
+        self._entries = None
+
+    def clean_partial(self) -> None:
+        """Remove a killed writer's temporary files (only before any process writes again)."""
+        for tmp in self.directory.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+
     def write(self, items: Mapping[str, tuple[list[list[int]], list[list[float]]]]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / f"cache-{uuid.uuid4().hex[:12]}.parquet"
@@ -97,10 +106,14 @@ class TeacherCache:
 
 @torch.no_grad()
 def fill_cache(cache: TeacherCache, teacher: Any, vocab_size: int, work: Sequence[tuple[str, Mapping[str, Any], Any]],
-               *, top_k: int, batch_size: int = 8) -> int:
-    """Teacher-force ``(key, row, sample)`` items missing from the cache at the teacher's current level."""
-    for tmp in cache.directory.glob("*.tmp"):
-        tmp.unlink()
+               *, top_k: int, batch_size: int = 8, clean: bool = True) -> int:
+    """Teacher-force ``(key, row, sample)`` items missing from the cache at the teacher's current level.
+
+    Several processes may fill disjoint shares of one cache (files are uniquely named); they pass
+    ``clean=False`` and one of them calls ``cache.clean_partial()`` first.
+    """
+    if clean:
+        cache.clean_partial()
     done = cache.entries()
     pending = [w for w in work if w[0] not in done]
     written = 0

@@ -1,0 +1,296 @@
+"""Multi-process training: the Accelerator masters builds, and the helpers that keep ranks in lock step.
+
+One place for what accelerate does not do by itself on every host (checked with accelerate 1.15,
+torch 2.13, deepspeed 0.19 on CPU, 2 gloo processes):
+
+- **The world-size guard.** Launched as N > 1 processes (``WORLD_SIZE``), an Accelerator that
+  reports one process would train N independent copies into one output directory. That is
+  refused (exit 2) instead of running.
+- **gloo on CPU.** On a host without accelerators, accelerate picks no backend for DeepSpeed or
+  FSDP and silently runs every process as "rank 0 of 1". masters passes ``backend="gloo"``, and
+  for FSDP, whose plugin accelerate only selects on a multi-device host, it initialises the
+  process state as multi-CPU on gloo and presents it to accelerate as multi-device before the
+  Accelerator is built (:func:`_fsdp_on_cpu`, the one workaround, kept here). The device is
+  ``cpu`` (FSDP1 refuses ``cpu:0``).
+- **A 60 s process-group timeout** (``MASTERS_PROCESS_GROUP_TIMEOUT``): a rank that dies makes
+  the others fail within a minute instead of gloo's default 30.
+- **masters owns the step shape under DeepSpeed**: gradient accumulation, clipping and the
+  micro-batch size come from the run's ``training`` section, written into DeepSpeed's config
+  before ``prepare`` (DeepSpeed clips inside its own ``step``; accelerate's ``clip_grad_norm_``
+  only reports the norm there).
+- **Frozen models load whole** (:func:`whole_models`): under ZeRO-3 with ``zero3_init_flag`` any
+  ``from_pretrained`` after the Accelerator exists comes out partitioned.
+
+Multi-node training is out of scope: every helper assumes one host and a shared output directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+
+from masters.errors import MastersError
+
+TIMEOUT_ENV = "MASTERS_PROCESS_GROUP_TIMEOUT"
+DEFAULT_TIMEOUT_S = 60
+T = TypeVar("T")
+
+
+def launched_world_size() -> int:
+    """How many processes the launcher started (``WORLD_SIZE``; 1 when not launched)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def requested_engine() -> str:
+    """``deepspeed``, ``fsdp`` or ``ddp``: what ``accelerate launch`` was configured with."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        return "deepspeed"
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        return "fsdp"
+    return "ddp"
+
+
+def process_group_timeout() -> timedelta:
+    raw = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise MastersError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds", where=TIMEOUT_ENV,
+                           fix=f"set it to seconds, e.g. {DEFAULT_TIMEOUT_S}") from None
+    return timedelta(seconds=seconds)
+
+
+def _has_accelerator_device() -> bool:
+    if torch.cuda.is_available():
+        return True
+    xpu = getattr(torch, "xpu", None)
+    return bool(xpu is not None and xpu.is_available())
+
+
+def _fsdp_on_cpu(init_kwargs: dict[str, Any]) -> None:
+    """accelerate selects FSDP only from a multi-device state (MULTI_GPU, MULTI_XPU, ...), never from
+    MULTI_CPU, so on a CPU-only host FSDP would silently not run. Initialise the process state as
+    multi-CPU on gloo (what ``use_cpu`` gives), then present it as multi-device so that the
+    Accelerator built next takes its FSDP branch; the device stays ``cpu``."""
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType
+
+    state = PartialState(cpu=True, **init_kwargs)
+    # (FSDP: a process state left by an earlier Accelerator in this process, e.g. in tests)
+    if state.distributed_type in (DistributedType.MULTI_CPU, DistributedType.FSDP):
+        state.distributed_type = DistributedType.MULTI_GPU
+
+
+def make_accelerator(training: Any, **kwargs: Any) -> Any:
+    """The Accelerator for a run's ``training`` section, on whatever ``accelerate launch`` asked for."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    world = launched_world_size()
+    engine = requested_engine()
+    cpu_only = not _has_accelerator_device()
+    gloo = cpu_only and world > 1  # (one process has no process group: no backend to name)
+    init = InitProcessGroupKwargs(timeout=process_group_timeout(), **({"backend": "gloo"} if gloo else {}))
+    # VLMs leave parameters out of the loss (e.g. the vision tower's last layer when features come
+    # from the one before it): DDP must not wait for their gradients.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    cpu = False
+    if cpu_only and world > 1:
+        os.environ.setdefault("ACCELERATE_TORCH_DEVICE", "cpu")  # "cpu", not "cpu:0" (FSDP1 refuses it)
+        if engine == "fsdp":
+            _fsdp_on_cpu({"backend": "gloo", "timeout": init.timeout})
+        elif engine == "ddp":
+            cpu = True  # MULTI_CPU: DistributedDataParallel on gloo
+    accelerator = Accelerator(mixed_precision=training.mixed_precision, cpu=cpu,
+                              gradient_accumulation_steps=training.gradient_accumulation_steps,
+                              kwargs_handlers=[ddp, init], **kwargs)
+    check_world_size(accelerator)
+    configure_engine(accelerator, training)
+    return accelerator
+
+
+def check_world_size(accelerator: Any) -> None:
+    """Refuse N launched processes that each believe they are alone (exit 2, nothing written)."""
+    world = launched_world_size()
+    if world > 1 and accelerator.num_processes != world:
+        raise MastersError(
+            f"launched as {world} processes (WORLD_SIZE={world}) but the Accelerator sees "
+            f"{accelerator.num_processes}: each process would train alone into the same output directory",
+            where=f"accelerate ({engine_name(accelerator)})",
+            fix="launch with `accelerate launch --config_file configs/accelerate/<engine>.yaml`; "
+                "an Accelerator passed to train() must be built with masters.engine.distributed.make_accelerator")
+
+
+def engine_name(accelerator: Any) -> str:
+    """``ddp``, ``fsdp1``, ``fsdp2``, ``zero1``..``zero3`` or ``single``."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind == DistributedType.DEEPSPEED:
+        return f"zero{zero_stage(accelerator)}"
+    if kind == DistributedType.FSDP:
+        return f"fsdp{accelerator.state.fsdp_plugin.fsdp_version}"
+    return "ddp" if accelerator.num_processes > 1 else "single"
+
+
+def zero_stage(accelerator: Any) -> int:
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return 0
+    return int(plugin.deepspeed_config.get("zero_optimization", {}).get("stage", plugin.zero_stage or 0))
+
+
+def shards_parameters(accelerator: Any) -> bool:
+    """True when no rank holds the whole student (FSDP, ZeRO-3): no replica check, gathered saves."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.num_processes == 1:
+        return False
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    return accelerator.distributed_type == DistributedType.DEEPSPEED and zero_stage(accelerator) == 3
+
+
+def is_deepspeed(accelerator: Any) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def is_fsdp(accelerator: Any) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def configure_engine(accelerator: Any, training: Any) -> None:
+    """Write the run's step shape into DeepSpeed's config (before ``prepare``); other engines read it
+    from the Accelerator."""
+    if not is_deepspeed(accelerator):
+        return
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    config["gradient_accumulation_steps"] = training.gradient_accumulation_steps
+    config["gradient_clipping"] = float(training.max_grad_norm) if training.max_grad_norm is not None else 0.0
+    config["train_micro_batch_size_per_gpu"] = training.questions_per_step  # masters prepares no dataloader
+    config.pop("train_batch_size", None)
+    accelerator.gradient_accumulation_steps = training.gradient_accumulation_steps
+
+
+def fit_to_model(accelerator: Any, model: Any) -> None:
+    """Before ``prepare``: ZeRO-3 keeps parameters below ``stage3_param_persistence_threshold``
+    whole on every rank (DeepSpeed's default, 1e5, would keep a small student entirely unsharded).
+    Unless the config sets it, apply accelerate's own ``auto`` rule, 10 x the hidden size, with the
+    text model's hidden size (VLM configs have none at the top)."""
+    if is_fsdp(accelerator):
+        _wrap_present_layers(accelerator.state.fsdp_plugin, model)
+    if not is_deepspeed(accelerator) or zero_stage(accelerator) != 3:
+        return
+    zero = accelerator.state.deepspeed_plugin.deepspeed_config.setdefault("zero_optimization", {})
+    if zero.get("stage3_param_persistence_threshold", "auto") != "auto":
+        return
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
+    hidden = getattr(text, "hidden_size", None)
+    if hidden:
+        zero["stage3_param_persistence_threshold"] = 10 * int(hidden)
+
+
+def _wrap_present_layers(plugin: Any, model: Any) -> None:
+    """FSDP's transformer-based wrapping takes the model's ``_no_split_modules``, and accelerate
+    fails when one of them is absent from this model (LLaVA lists CLIP text classes a VLM does not
+    have). Unless the config names the classes, wrap those that are present."""
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    if plugin.auto_wrap_policy is not transformer_auto_wrap_policy or plugin.transformer_cls_names_to_wrap:
+        return
+    present = {type(m).__name__ for m in model.modules()}
+    names = [n for n in (getattr(model, "_no_split_modules", None) or []) if n in present]
+    if names:
+        plugin.transformer_cls_names_to_wrap = names
+
+
+@contextlib.contextmanager
+def whole_models(accelerator: Any) -> Iterator[None]:
+    """Load models whole even under ZeRO-3 (transformers reads accelerate's DeepSpeed config and
+    would otherwise build them inside ``deepspeed.zero.Init``, partitioned)."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None) if is_deepspeed(accelerator) else None
+    if plugin is None:
+        yield
+        return
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        plugin.dschf = None
+        plugin.set_deepspeed_weakref()
+
+
+# -- lock step -------------------------------------------------------------------------------------
+def barrier(accelerator: Any) -> None:
+    if accelerator.num_processes > 1:
+        accelerator.wait_for_everyone()
+
+
+def share(items: Sequence[T], accelerator: Any, chunk: int) -> list[list[T]]:
+    """This rank's chunks of ``items``: chunk ``i`` of the list goes to rank ``i % world``, and every
+    rank gets the same number of chunks (empty ones at the end), so a loop over them with a
+    barrier per chunk keeps the ranks in lock step."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    chunks = [list(items[i:i + chunk]) for i in range(0, len(items), chunk)]
+    rounds = -(-len(chunks) // world) if chunks else 0
+    return [chunks[r * world + rank] if r * world + rank < len(chunks) else [] for r in range(rounds)]
+
+
+def in_lock_step(accelerator: Any, items: Sequence[T], chunk: int, work: Callable[[list[T]], Any]) -> None:
+    """Run ``work`` over this rank's share of ``items``, one chunk per round, all ranks together
+    (the slowest rank delays the others by at most one chunk, far below the timeout)."""
+    for mine in share(items, accelerator, chunk):
+        if mine:
+            work(mine)
+        barrier(accelerator)
+
+
+def all_agree(accelerator: Any, value: float) -> bool:
+    """True when every rank passed the same ``value`` (e.g. a count of pending items)."""
+    if accelerator.num_processes == 1:
+        return True
+    every = accelerator.gather(torch.tensor([float(value)], device=accelerator.device))
+    return bool((every == every[0]).all())
+
+
+def wait_for_main(accelerator: Any, key: str, fn: Callable[[], T] | None = None, *, poll_s: float = 0.5) -> T | None:
+    """Run ``fn`` on the main process only while the others wait for it, however long it takes (a
+    barrier would time out): they poll the process group's key-value store. An exception on the
+    main process is re-raised on every rank."""
+    if accelerator.num_processes == 1:
+        return fn() if fn else None
+    import torch.distributed as dist
+
+    store = dist.distributed_c10d._get_default_store()
+    name = f"masters/{key}"
+    if accelerator.is_main_process:
+        try:
+            result = fn() if fn else None
+        except BaseException as exc:
+            store.set(name, f"error: {exc}")
+            raise
+        store.set(name, "ok")
+        return result
+    while not store.check([name]):
+        time.sleep(poll_s)
+    status = store.get(name).decode()
+    if status != "ok":
+        raise MastersError(f"the main process failed at {key}: {status[7:]}", where=f"rank {accelerator.process_index}",
+                           fix="see the main process's message above")
+    return None
