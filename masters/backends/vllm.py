@@ -359,7 +359,7 @@ class VLLMSession:
             self._reload(self.prepared, 0)
         else:
             directory = self.worker.root / "levels" / f"{abs(hash(self.key))}-{level.bp}"
-            write_level_weights(self.adapter.model, directory, self.model_type)
+            write_level_weights(self.adapter.model, directory, self.model_type, self.prepared)
             self._reload(directory, level.bp)
         self.level_bp = level.bp
 

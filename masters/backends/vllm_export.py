@@ -123,13 +123,15 @@ def _copy_weights(src: Path, dst: Path, rename: Callable[[str], str]) -> None:
     save_file(tensors, str(dst), metadata={**metadata, "format": "pt"})
 
 
-def write_level_weights(model: Any, directory: str | os.PathLike[str], model_type: str) -> Path:
+def write_level_weights(model: Any, directory: str | os.PathLike[str], model_type: str,
+                        prepared: str | os.PathLike[str] | None = None) -> Path:
     """Write ``model``'s current weights (a mask level's) where vLLM's in-place reload reads them.
 
     ``save_pretrained`` writes them under the same names as the checkpoint, which are then renamed
     as :func:`prepare_checkpoint` renames them. vLLM processes a layer once all its tensors have
     arrived, so every tensor is written, not only the masked ones (a layer given some of its
-    tensors would be left half-loaded).
+    tensors would be left half-loaded). vLLM then reads the model's processor and configs from where
+    it last loaded weights, so the other files of the ``prepared`` checkpoint are copied beside them.
     """
     directory = Path(directory)
     raw = directory / "raw"
@@ -145,6 +147,10 @@ def write_level_weights(model: Any, directory: str | os.PathLike[str], model_typ
             index["weight_map"] = {rename(k): v for k, v in index.get("weight_map", {}).items()}
             (directory / path.name).write_text(json.dumps(index, indent=2), encoding="utf-8")
     shutil.rmtree(raw, ignore_errors=True)
+    if prepared is not None:
+        for path in sorted(Path(prepared).iterdir()):
+            if path.is_file() and path.suffix not in _WEIGHT_SUFFIXES and path.name != "model.safetensors.index.json":
+                shutil.copy2(path, directory / path.name)
     return directory
 
 

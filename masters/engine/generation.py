@@ -111,6 +111,7 @@ def _generate_bank(spec: RunSpec, *, force: bool = False, progress: bool = True,
 
     vocab_size = check_tokenizers(spec)  # before any compute: a mismatch found after hours of generation is useless
     backend = spec.backend.build()
+    check_backend_rows(spec.backend, backend)  # a backend may share the hf bank only if it declares equal rows
     student = backend.open(spec.student, vocab_limit=vocab_size)
     fingerprint = tokenizer_fingerprint(student)
     student_tokenizer = _TokenizerOnly(student.tokenizer)
@@ -119,6 +120,7 @@ def _generate_bank(spec: RunSpec, *, force: bool = False, progress: bool = True,
         metadata={"fields": json.loads(json.dumps(generation_fields(spec), default=_json_default)),
                   "backend": spec.backend.model_dump(mode="json"), "provenance": provenance()}, force=force,
     )
+    record_backend(bank, spec.backend)
     report.rows_present = len(bank)
     started = time.perf_counter()
     with progress_bar(progress) as bar:
@@ -215,6 +217,34 @@ def _fill(bank: ResponseBank, session: GenerationSession, source: str, teacher: 
         kill_point("generate", report.rows_written)
         if bar:
             bar.advance(task, len(rows))
+
+
+def check_backend_rows(backend_spec: Any, backend: Any) -> None:
+    """Refuse a backend whose spec and capabilities disagree on whether its rows equal the hf
+    backend's: the bank identity leaves out exactly the backends with equal rows, so such a
+    backend would mix its rows into a bank of other rows (or split one that could be shared)."""
+    from masters.errors import MastersError
+
+    equal = getattr(getattr(backend, "capabilities", None), "rows_equal_hf", False)
+    identity = backend_spec.row_identity()
+    if bool(equal) != (identity is None):
+        raise MastersError(
+            f"backend {backend_spec.name!r} declares rows_equal_hf={bool(equal)} but its row_identity() is "
+            f"{identity!r}", where="backend",
+            fix="row_identity() must return None exactly when the rows equal the hf backend's (capabilities."
+            "rows_equal_hf); otherwise the bank would mix rows of different samplers")
+
+
+def record_backend(bank: ResponseBank, backend_spec: Any) -> None:
+    """Note in bank.json each backend that wrote to the bank (only ones with equal rows can share it)."""
+    from masters.bank.store import MANIFEST, _atomic_write_json
+
+    manifest = bank.manifest()
+    entry = backend_spec.model_dump(mode="json")
+    used = list(manifest.get("backends") or ([manifest["backend"]] if manifest.get("backend") else []))
+    if entry not in used:
+        manifest["backends"] = [*used, entry]
+        _atomic_write_json(manifest, bank.directory / MANIFEST)
 
 
 def _behaviour(values: Sequence[float] | None, ids: Sequence[int]) -> list[float] | None:
