@@ -102,7 +102,11 @@ def outcome(out: Path) -> dict:
             values.update(zip(t.column("row_id").to_pylist(), t.column("value").to_pylist()))
         scores[folder.name] = values
         scores[folder.name + "#rows"] = count  # type: ignore[assignment]
-    (metrics,) = (out / "train").glob("*/metrics.jsonl")
+    found = sorted((out / "train").glob("*/metrics.jsonl"))
+    if len(found) != 1:
+        raise RuntimeError(f"{len(found)} training identities in {out / 'train'}: the config or code changed "
+                           "between the killed run and its rerun")
+    (metrics,) = found
     lines = metrics.read_text().splitlines()
     steps = []
     whole = True
@@ -150,6 +154,11 @@ def main() -> int:
     rng = random.Random(args.seed)
     work = Path(args.work or tempfile.mkdtemp(prefix="masters-faults-"))
     work.mkdir(parents=True, exist_ok=True)
+    # Run a snapshot of the package: a checkout edited while the benchmark runs would change stage
+    # identities between a killed run and its rerun (a "lost" resume that is no fault of resuming).
+    shutil.copytree(ROOT / "masters", work / "src" / "masters", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    ENV["PYTHONPATH"] = str(work / "src") + os.pathsep + ENV.get("PYTHONPATH", "")
     teacher, student = build_models(work)
     ref_cfg = config(work, "reference", teacher, student)
     code, ref_seconds, err = run(ref_cfg)
