@@ -63,7 +63,8 @@ def config(work: Path, name: str, teacher: Path, student: Path) -> Path:
 
 def run(cfg: Path, kill_after: float | None = None) -> tuple[int, float, str]:
     began = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "masters.cli", "run", str(cfg)], env=ENV, cwd=ROOT,
+    # cwd is the work directory: ``-m`` puts it first on sys.path, so the snapshot in src/ is what runs
+    proc = subprocess.Popen([sys.executable, "-m", "masters.cli", "run", str(cfg)], env=ENV, cwd=cfg.parent,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     if kill_after is not None:
         try:
