@@ -101,10 +101,11 @@ STUDY: dict[str, Any] = {
                   "control_temperature", "control_no_gap_student"],
 }
 
-# CPU seconds, measured on this machine (2 shared cores, torch 1 thread): one optimizer step of 4 groups x 8
-# responses with the 192/3 teacher forward (0.30 s), a student-only SFT step (0.08 s), greedy decoding of
-# 1000 questions x 26 tokens by the student (15 s) and by the teacher (60 s), teacher generation per banked row
-# (0.06 s). Override with --seconds-per-step etc.
+# CPU seconds per unit, *estimated* (not yet measured per cell) from the capacity builder's rates on this
+# machine (2 shared cores, torch 1 thread: a 192/3 teacher SFT step of 32 questions ~0.9 s, a 32/2 student
+# step ~0.25 s): a Masters step of 4 groups x 8 responses with the teacher forward (0.30 s), a student-only
+# SFT step (0.08 s), greedy decoding of 1000 questions x 26 tokens by the student (15 s) and by the teacher
+# (60 s), teacher generation per banked row (0.06 s). Time one cell before trusting the total.
 COSTS = {"step_teacher": 0.30, "step_sft": 0.08, "decode_student_per_1000": 15.0, "decode_teacher_per_1000": 60.0,
          "bank_row": 0.06}
 
