@@ -298,6 +298,9 @@ class TrainingSpec(StrictModel):
     )
     cache_top_k: int = Field(64, ge=1, description="Teacher log-probs kept per token in cached mode.")
     checkpoint_every: int = Field(50, ge=1, description="Optimizer steps between checkpoints.")
+    report_to: tuple[Literal["tensorboard", "mlflow"], ...] = Field(
+        (), description="Experiment trackers (accelerate's), besides metrics.jsonl: tensorboard, mlflow "
+        "(local, under the training directory). Not part of the training identity.")
 
     @model_validator(mode="after")
     def _group_not_empty(self) -> TrainingSpec:

@@ -76,6 +76,17 @@ def _has_accelerator_device() -> bool:
     return bool(xpu is not None and xpu.is_available())
 
 
+def _use_prebuilt_ops() -> None:
+    """DeepSpeed compiles its ops on first use into TORCH_EXTENSIONS_DIR; ``bash .ci/setup test``
+    builds them into the venv, so point there when nothing else is set."""
+    import sys
+    from pathlib import Path
+
+    built = Path(sys.prefix) / "torch_extensions"
+    if built.is_dir():
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(built))
+
+
 def _fsdp_on_cpu(init_kwargs: dict[str, Any]) -> None:
     """accelerate selects FSDP only from a multi-device state (MULTI_GPU, MULTI_XPU, ...), never from
     MULTI_CPU, so on a CPU-only host FSDP would silently not run. Initialise the process state as
@@ -96,7 +107,13 @@ def make_accelerator(training: Any, **kwargs: Any) -> Any:
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     world = launched_world_size()
+    if world > 1 and not any(os.environ.get(k) for k in ("RANK", "LOCAL_RANK")):
+        raise MastersError(f"WORLD_SIZE={world} is set but no launcher started this process (no RANK or LOCAL_RANK)",
+                           where="environment", fix="launch with `accelerate launch --config_file "
+                           "configs/accelerate/<engine>.yaml ...`, or unset WORLD_SIZE for one process")
     engine = requested_engine()
+    if engine == "deepspeed":
+        _use_prebuilt_ops()
     cpu_only = not _has_accelerator_device()
     gloo = cpu_only and world > 1  # (one process has no process group: no backend to name)
     init = InitProcessGroupKwargs(timeout=process_group_timeout(), **({"backend": "gloo"} if gloo else {}))

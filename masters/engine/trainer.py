@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from masters.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from masters.engine.checkpoint import gathered_state_dict, latest_checkpoint, load_distributed, save_distributed
 from masters.engine.faults import kill_point
-from masters.engine.identity import provenance, stage_hash
+from masters.engine.distributed import (barrier, engine_name, fit_to_model, in_lock_step, is_deepspeed,
+                                        shards_parameters, whole_models)
+from masters.engine.identity import derived_seed, provenance, stage_hash
 from masters.engine.plan import PlannedStep, training_plan
 from masters.engine.progress import progress_bar
 from masters.errors import MastersError
@@ -37,6 +40,10 @@ from masters.interfaces import ObjectiveNeeds, StepInputs
 
 if TYPE_CHECKING:
     from masters.specs import RunSpec
+
+
+REFERENCE_BATCH = 8  # rows per forward (and per lock-step round) of the reference pass
+CACHE_BATCH = 8  # rows per teacher forward when filling the cache
 
 
 @dataclass
@@ -71,7 +78,12 @@ def identity_of_training(spec: RunSpec) -> dict[str, Any]:
     objective = spec.objective.model_dump(mode="json")
     fields = {**spec.training.model_dump(mode="json"), **OLDER_OBJECTIVE_FIELDS,
               "method": objective.pop("name"), **objective}
-    return {k: v for k, v in fields.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    return {k: v for k, v in fields.items()
+            if k not in NOT_IDENTITY and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+
+
+# Where results are reported, not what is trained: never part of the identity.
+NOT_IDENTITY = frozenset({"report_to"})
 
 
 def objective_method(spec: RunSpec) -> str:
@@ -103,7 +115,7 @@ def train(spec: RunSpec, *, splits: dict[str, list[Any]] | None = None, progress
 
 class Trainer:
     def __init__(self, spec: RunSpec, *, splits: dict[str, list[Any]] | None = None, accelerator: Any = None):
-        from accelerate import Accelerator, DistributedDataParallelKwargs
+        from masters.engine.distributed import check_world_size, make_accelerator
 
         self.spec = spec
         self.t = spec.training
@@ -111,10 +123,13 @@ class Trainer:
         self.objective = spec.objective.build()
         self.uses_teacher = self.needs.teacher != "none"
         self.out = Path(spec.output_dir)
-        # VLMs leave parameters out of the loss (e.g. the vision tower's last layer when features
-        # come from the one before it): DDP must not wait for their gradients.
-        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-        self.accelerator = accelerator or Accelerator(mixed_precision=self.t.mixed_precision, kwargs_handlers=[ddp])
+        # gloo on CPU, the world-size guard, the process-group timeout and DeepSpeed's step shape:
+        # masters.engine.distributed (an Accelerator passed in is checked the same way).
+        if accelerator is None:
+            accelerator = make_accelerator(self.t, **_tracker_kwargs(spec))
+        else:
+            check_world_size(accelerator)
+        self.accelerator = accelerator
         self.identity = stage_hash("train", training_fields(spec))
         self._splits = splits
         self._teacher_index: int | None = None
@@ -137,7 +152,12 @@ class Trainer:
         self.chain = TeacherChain.from_run_spec(spec)
         world = self.accelerator.num_processes
         self.plan = training_plan(spec, [s.id for s in splits["train"]], world_size=world, chain=self.chain)
-        self.student = resolve_adapter(spec.student, device=self.accelerator.device)
+        # Every source of randomness is seeded from the spec: LoRA's initialisation here (the same on
+        # every rank), dropout per rank below; data order comes from the plan. Checkpoints save and
+        # restore the RNG states, so a resumed run equals an uninterrupted one.
+        _seed_everything(derived_seed("student-init", spec.seed))
+        with whole_models(self.accelerator):  # never partitioned at load (ZeRO-3's zero.Init)
+            self.student = resolve_adapter(spec.student, device=self.accelerator.device)
         if not self.uses_teacher:
             self.vocab = len(self.student.vocab())
         model = self.student.model
@@ -147,15 +167,17 @@ class Trainer:
         if self.t.lora is not None:
             model = self._with_lora(model)
         self.index = self._bank_index() if self.needs.responses == "bank" else None
-        # The reference pass runs on the initial student before it is wrapped: a forward through
-        # DDP on one rank alone would wait for the others forever.
-        self.reference = self._reference() if self.needs.wants("reference_logprobs") else None
+        # The reference pass runs on the initial student before it is wrapped or sharded, every rank
+        # its share in lock step (a forward through DDP or FSDP on one rank alone would wait forever).
+        self.reference = self._reference(model) if self.needs.wants("reference_logprobs") else None
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.t.learning_rate, weight_decay=self.t.weight_decay)
+        fit_to_model(self.accelerator, model)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.student.model = model  # the plain model: config, parameters, saving
         self.student.forward_module = self.model  # the wrapped one: forward passes sync gradients
+        _seed_everything(derived_seed("train", spec.seed, self.accelerator.process_index))  # dropout
         self.cache = self._teacher_cache() if self.uses_teacher and self.t.teacher_signal == "cached" else None
         from masters.rewards.combine import reward_keys
 
@@ -188,15 +210,22 @@ class Trainer:
         columns = ["row_id", "source", "teacher", "level_bp", "question_id", "sample_index", "token_ids"]
         return BankIndex(bank.table(columns).to_pylist(), accuracy)
 
-    def _reference(self) -> Any:
+    def _reference(self, model: Any) -> Any:
         from masters.engine.reference import ReferenceStore, compute_reference
 
         store = ReferenceStore(self.out / "reference" / stage_hash("reference", {"student": self.spec.student})[:8])
         rows = {r["row_id"]: r for step in self.plan for q in step.question_ids
                 for r in self._group_rows(step, q)}
-        if self.accelerator.is_main_process:  # one writer; the other ranks read what it wrote
-            compute_reference(store, self.student, list(rows.values()), self.samples)
-        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            store.clean_partial()  # a killed writer's temporary files; before anyone writes
+        barrier(self.accelerator)
+        done = store.values()  # every rank reads the same finished rows before any rank writes
+        pending = [r for r in rows.values() if r["row_id"] not in done]
+        in_lock_step(self.accelerator, pending, REFERENCE_BATCH,
+                     lambda chunk: compute_reference(store, self.student, chunk, self.samples,
+                                                     batch_size=REFERENCE_BATCH, clean=False,
+                                                     autocast=self.accelerator.autocast))
+        store.reload()  # what the other ranks wrote
         return store
 
     def _step_rows(self, step: PlannedStep, questions: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -207,7 +236,8 @@ class Trainer:
         return [(q, {"row_id": f"reference/{q}", "token_ids": ids}) for q, ids in zip(questions, answers)]
 
     def _teacher_cache(self) -> Any:
-        """Precompute the top-k teacher log-probs of every (row, level) the plan trains on."""
+        """Precompute the top-k teacher log-probs of every (row, level) the plan trains on: every rank
+        holds the (whole) teacher and fills its share, in lock step."""
         from masters.engine.teacher_cache import TeacherCache, cache_key, check_fits, fill_cache
 
         cache = TeacherCache(training_dir(self.spec) / "teacher_cache")
@@ -216,19 +246,21 @@ class Trainer:
             for q, row in self._step_rows(step, step.question_ids):
                 key = cache_key(row["row_id"], step.teacher, step.level.bp)
                 work.setdefault((step.teacher, step.level), {})[key] = (key, row, self.samples[q])
-        if not self.accelerator.is_main_process:  # one writer; the other ranks read what it wrote
-            self.accelerator.wait_for_everyone()
-            return cache
-        done = cache.entries()
+        if self.accelerator.is_main_process:
+            cache.clean_partial()
+        barrier(self.accelerator)
+        done = cache.entries()  # the same on every rank: nobody writes before this barrier is passed
         missing = [w for items in work.values() for k, w in items.items() if k not in done]
         check_fits(cache.directory, sum(len(r["token_ids"]) for _, r, _ in missing), self.t.cache_top_k)
         for (teacher, level), items in work.items():
             pending = [w for k, w in items.items() if k not in done]
             if pending:
                 self._set_teacher(PlannedStep(-1, teacher, 0, level, ()))
-                fill_cache(cache, self.teacher, self.vocab, pending, top_k=self.t.cache_top_k)
+                in_lock_step(self.accelerator, pending, CACHE_BATCH,
+                             lambda chunk: fill_cache(cache, self.teacher, self.vocab, chunk,
+                                                      top_k=self.t.cache_top_k, batch_size=CACHE_BATCH, clean=False))
         self._release_teacher()  # training itself never holds the teacher
-        self.accelerator.wait_for_everyone()
+        cache.reload()  # what the other ranks wrote
         return cache
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -241,62 +273,133 @@ class Trainer:
         ckpt_dir = train_dir / "checkpoints"
         start = 0
         last = latest_checkpoint(ckpt_dir)
+        barrier(self.accelerator)  # every rank has looked before any rank writes: they resume together
         if last is not None:
-            state = load_checkpoint(last, self.accelerator.unwrap_model(self.model), self.optimizer)
-            if state.get("identity") != self.identity:
+            if json.loads((last / "state.json").read_text()).get("identity") != self.identity:
                 raise MastersError("checkpoint of another training config", where=str(last),
                                    fix="delete this checkpoint directory to start over")
+            state = load_distributed(self.accelerator, last, self.model, self.optimizer)
             start = state["step"]
         metrics_path = train_dir / "metrics.jsonl"
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         self._truncate_metrics(metrics_path, start)
         total = len(self.plan)
         last_metrics: dict[str, Any] = {}
-        bar = progress_bar(progress and self.accelerator.is_main_process)
-        with bar as live:
-            task = live.add_task("train", total=total, completed=start) if live else None
-            for step in self.plan[start:]:
-                last_metrics = self._optimizer_step(step)
-                if self.accelerator.is_main_process:
-                    with open(metrics_path, "a", encoding="utf-8") as handle:
-                        handle.write(json.dumps(last_metrics) + "\n")
-                done = step.step + 1
-                if done % self.t.checkpoint_every == 0 or done == total:
-                    self._checkpoint(ckpt_dir, done)
-                kill_point("train", done)
-                if live:
-                    live.update(task, advance=1, description=f"train (level {step.level}, "
-                                                             f"loss {last_metrics['loss/total']:.3f})")
+        self._start_trackers(start)
+        try:
+            bar = progress_bar(progress and self.accelerator.is_main_process)
+            with bar as live:
+                task = live.add_task("train", total=total, completed=start) if live else None
+                for step in self.plan[start:]:
+                    last_metrics = self._optimizer_step(step)
+                    if self.accelerator.is_main_process:
+                        with open(metrics_path, "a", encoding="utf-8") as handle:
+                            handle.write(json.dumps(last_metrics) + "\n")
+                    self._log_trackers(last_metrics)
+                    done = step.step + 1
+                    if done % self.t.checkpoint_every == 0 or done == total:
+                        self._checkpoint(ckpt_dir, done)
+                    kill_point("train", done)
+                    if live:
+                        live.update(task, advance=1, description=f"train (level {step.level}, "
+                                                                 f"loss {last_metrics['loss/total']:.3f})")
+        finally:
+            self._end_trackers()  # flushed and closed, however training ends
         self._check_replicas_in_sync()
         student_dir = self.out / "student"
-        if self.accelerator.is_main_process:
-            self._save_student(student_dir)
-        self.accelerator.wait_for_everyone()
+        self._save_student(student_dir)  # every rank: a sharded student is gathered first
+        barrier(self.accelerator)
         self._release_teacher()
         return TrainResult(total, student_dir, metrics_path, time.perf_counter() - started, start, last_metrics)
 
+    # -- trackers ---------------------------------------------------------------------------------
+    def _start_trackers(self, start: int) -> None:
+        """accelerate's trackers (training.report_to), started on the main process. On a resume they
+        continue from the checkpoint's step: TensorBoard drops the events a killed run wrote after it
+        (``purge_step``), MLflow continues the same run (its id is kept beside the checkpoints)."""
+        if not self.t.report_to:
+            return
+        directory = training_dir(self.spec) / "trackers"
+        init: dict[str, dict[str, Any]] = {}
+        if "tensorboard" in self.t.report_to:
+            init["tensorboard"] = {"purge_step": start} if start else {}
+        if "mlflow" in self.t.report_to:
+            # Local and offline: a file store beside the checkpoints unless the user names a server.
+            os.environ.setdefault("MLFLOW_TRACKING_URI", (directory / "mlruns").resolve().as_uri())
+            if os.environ["MLFLOW_TRACKING_URI"].startswith("file:"):
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3 wants it said
+            run_id_file = directory / "mlflow_run_id"
+            init["mlflow"] = {"run_id": run_id_file.read_text().strip()} if start and run_id_file.exists() else {}
+        config = {"train_hash": self.identity, "objective": self.spec.objective.name,
+                  "engine": engine_name(self.accelerator), "processes": self.accelerator.num_processes,
+                  **{k: v for k, v in self.t.model_dump(mode="json").items() if isinstance(v, (int, float, str, bool))}}
+        self.accelerator.init_trackers(f"masters-{self.identity[:12]}", config=config, init_kwargs=init)
+        if "mlflow" in self.t.report_to and self.accelerator.is_main_process:
+            import mlflow
+
+            run = mlflow.active_run()
+            if run is not None:
+                directory.mkdir(parents=True, exist_ok=True)
+                (directory / "mlflow_run_id").write_text(run.info.run_id + "\n")
+
+    def _end_trackers(self) -> None:
+        # Not accelerator.end_training(): that also destroys the process group, still needed here.
+        for tracker in list(getattr(self.accelerator, "trackers", []) or []):
+            tracker.finish()
+        if self.t.report_to:
+            self.accelerator.trackers = []
+
+    def _log_trackers(self, metrics: dict[str, Any]) -> None:
+        """The numeric metrics of metrics.jsonl, at the optimizer step (accelerate logs on the main process)."""
+        if not self.t.report_to:
+            return
+        values = {k: float(v) for k, v in metrics.items()
+                  if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.accelerator.log(values, step=int(metrics["step"]))
+
     def _optimizer_step(self, step: PlannedStep) -> dict[str, Any]:
+        """One optimizer step over the step's questions, split across ranks.
+
+        Every rank runs exactly ``gradient_accumulation_steps`` forward/backward passes (a rank with
+        fewer questions runs zero-weighted passes: FSDP and ZeRO-3 gather parameters in every
+        forward, DDP reduces gradients in every last backward), and each micro-batch is weighted by
+        its questions over the step's questions, so N ranks train exactly as one process on the same
+        global batch, however unevenly the questions split.
+        """
         began = time.perf_counter()
         if self.uses_teacher and self.cache is None:
             self._set_teacher(step)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        accumulation = self.t.gradient_accumulation_steps
         mine = list(step.question_ids[rank::world])
         size = self.t.questions_per_step
-        micro = [mine[i:i + size] for i in range(0, len(mine), size)] or [[]]
+        micro = [mine[i:i + size] for i in range(0, len(mine), size)]
+        micro += [[] for _ in range(accumulation - len(micro))]
+        total_questions = len(step.question_ids)
         sums: dict[str, float] = {}
-        for i, questions in enumerate(micro):
-            sync = i == len(micro) - 1
-            context = contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model)
-            with context:
-                terms, metrics = self._micro_batch(step, questions)
-                self.accelerator.backward(terms.total / len(micro))
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v / len(micro)
+        real = sum(1 for m in micro if m)
         grad_norm = None
-        if self.t.max_grad_norm is not None:
-            grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.t.max_grad_norm))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        for questions in micro:
+            # accelerate divides each loss by the accumulation steps and the engine averages
+            # gradients over ranks: undo both, so a question weighs 1 / (the step's questions).
+            weight = len(questions) * world * accumulation / total_questions
+            with self.accelerator.accumulate(self.model):
+                if questions:
+                    terms, metrics = self._micro_batch(step, questions)
+                else:  # the same passes as the other ranks, contributing nothing
+                    terms, metrics = self._micro_batch(step, step.question_ids[:1])
+                    metrics = {}
+                self.accelerator.backward(terms.total * weight)
+                if self.accelerator.sync_gradients:
+                    if self.t.max_grad_norm is not None or is_deepspeed(self.accelerator):
+                        # DeepSpeed clips inside its step (configured from training.max_grad_norm)
+                        # and only reports the norm here.
+                        norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.t.max_grad_norm or 0.0)
+                        grad_norm = None if norm is None or self.t.max_grad_norm is None else float(norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v / real
         return {"step": step.step, "teacher": step.teacher, "level": float(step.level), "stage": step.stage,
                 "lr": self.t.learning_rate, "grad_norm": grad_norm, **sums,
                 "step_seconds": time.perf_counter() - began}
@@ -309,9 +412,6 @@ class Trainer:
     def _micro_batch(self, step: PlannedStep, questions: Sequence[str]) -> tuple[Any, dict[str, float]]:
         from masters.rewards.jsd import jsd_loss
 
-        if not questions:  # a rank with no question this step still joins the gradient all-reduce
-            zero = sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
-            return _Zero(zero), {}
         rows = self._step_rows(step, questions)
         samples = [self.samples[q] for q, _ in rows]
         responses = [list(r["token_ids"]) for _, r in rows]
@@ -386,9 +486,14 @@ class Trainer:
 
     def _check_replicas_in_sync(self) -> None:
         """Data parallelism must leave every rank with the same weights; a silent drift is a bug."""
-        if self.accelerator.num_processes == 1:
-            return
-        params = [p.detach().double().sum() for p in self.accelerator.unwrap_model(self.model).parameters()]
+        if self.accelerator.num_processes == 1 or shards_parameters(self.accelerator):
+            return  # FSDP and ZeRO-3 hold one shard per rank: there are no replicas to compare
+        plain = list(self.accelerator.unwrap_model(self.model).parameters())
+        if not plain or any(p.numel() == 0 for p in plain):
+            raise MastersError("the student's parameters are empty on this rank, so its replicas cannot be compared",
+                               where=f"data parallel training ({engine_name(self.accelerator)})",
+                               fix="report this as a bug with the run's config and accelerate settings")
+        params = [p.detach().double().sum() for p in plain]
         checksum = torch.stack(params).reshape(1, -1)
         every = self.accelerator.gather(checksum)
         if not torch.allclose(every, every[:1].expand_as(every), rtol=0, atol=1e-9):
@@ -405,8 +510,12 @@ class Trainer:
             self._release_teacher()
             teacher_spec = self.spec.teachers[step.teacher]
             # Mask before any wrapping; the teacher is for inference only (never prepared for training).
-            self.teacher = resolve_adapter(teacher_spec, device=self.accelerator.device)
+            # Whole on every rank and never prepared: loaded outside ZeRO-3's zero.Init, masked and
+            # restored in place like in one process.
+            with whole_models(self.accelerator):
+                self.teacher = resolve_adapter(teacher_spec, device=self.accelerator.device)
             self.teacher.model.eval().requires_grad_(False)
+            _refuse_sharded_teacher(self.teacher.model, f"teachers.{step.teacher} ({teacher_spec.path})")
             check_compatible(self.teacher, self.student, where=f"teachers.{step.teacher} ({teacher_spec.path})")
             self.masked = MaskedTeacher.from_model(self.teacher.model, self.spec.masker,
                                                    self.chain.levels(step.teacher),
@@ -424,14 +533,23 @@ class Trainer:
 
     # -- outputs ----------------------------------------------------------------------------------
     def _checkpoint(self, directory: Path, step: int) -> None:
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            save_checkpoint(directory, step, self.accelerator.unwrap_model(self.model), self.optimizer,
-                            {"identity": self.identity, "total_steps": len(self.plan)})
-        self.accelerator.wait_for_everyone()
+        save_distributed(self.accelerator, directory, step, self.model, self.optimizer,
+                         {"identity": self.identity, "total_steps": len(self.plan),
+                          "engine": engine_name(self.accelerator)})
 
     def _save_student(self, directory: Path) -> None:
-        model = self.accelerator.unwrap_model(self.model)
+        """Every rank takes part (a sharded student is gathered); the main process writes."""
+        if shards_parameters(self.accelerator):
+            # FSDP and ZeRO-3: no rank holds the weights; gather the full state dict and load it
+            # into a fresh, whole copy of the student on the main process.
+            state = gathered_state_dict(self.accelerator, self.model)
+            if not self.accelerator.is_main_process:
+                return
+            model = self._whole_student(state)
+        else:
+            if not self.accelerator.is_main_process:
+                return
+            model = self.accelerator.unwrap_model(self.model)
         if self.t.lora is not None:
             model = model.merge_and_unload()  # plain transformers weights, loadable without peft
         self.student.model = model
@@ -439,6 +557,31 @@ class Trainer:
         model.eval()
         self.student.save(directory)
         model.train(was)
+        self._write_run_record(directory)
+
+    def _whole_student(self, state: dict[str, torch.Tensor]) -> Any:
+        """A fresh copy of the student on the CPU with a gathered state dict loaded (full shapes checked)."""
+        from masters.adapters.resolve import resolve_adapter
+
+        where = f"saving the student ({engine_name(self.accelerator)})"
+        empty = [k for k, v in state.items() if v.numel() == 0]
+        if empty or not state:
+            raise MastersError(f"{len(empty)} gathered tensors are empty, e.g. {empty[0] if empty else '(all)'}",
+                               where=where, fix="under ZeRO-3 set zero3_save_16bit_model: true in the accelerate config")
+        with whole_models(self.accelerator):
+            fresh = resolve_adapter(self.spec.student, device="cpu")
+        model = self._with_lora(fresh.model) if self.t.lora is not None else fresh.model
+        result = model.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            key = (result.missing_keys or result.unexpected_keys)[0]
+            raise MastersError(f"the gathered state dict does not match the student ({len(result.missing_keys)} "
+                               f"missing, {len(result.unexpected_keys)} unexpected, e.g. {key})", where=where,
+                               fix="report this as a bug with the run's config and accelerate settings")
+        fresh.model = model
+        self.student = fresh
+        return model
+
+    def _write_run_record(self, directory: Path) -> None:
         (directory / "masters_run.json").write_text(json.dumps(
             {"train_hash": self.identity, "method": self.spec.objective.name, "steps": len(self.plan),
              "components": {"masker": self.spec.masker.name, "schedule": self.spec.schedule.name,
@@ -453,6 +596,32 @@ class Trainer:
             return
         lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < start]
         path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _tracker_kwargs(spec: RunSpec) -> dict[str, Any]:
+    """``log_with``/``project_dir`` for the Accelerator when ``training.report_to`` names trackers."""
+    trackers = list(getattr(spec.training, "report_to", None) or [])
+    if not trackers:
+        return {}
+    return {"log_with": trackers, "project_dir": str(training_dir(spec) / "trackers")}
+
+
+def _refuse_sharded_teacher(model: Any, where: str) -> None:
+    """Masking edits the teacher's tensors in place and restores them exactly; on a sharded teacher
+    (FSDP DTensors, ZeRO-3 partitions) it would edit stale or empty tensors without a word."""
+    for name, p in model.named_parameters():
+        if hasattr(p, "ds_id") or type(p).__name__ == "DTensor" or type(p.data).__name__ == "DTensor":
+            raise MastersError(f"the teacher is sharded ({name} is a partition), and masking needs it whole",
+                               where=where, fix="hold the teacher whole on every rank, or for teachers too big "
+                                                "for that use training.teacher_signal: cached (the cache is "
+                                                "built once, and training never loads the teacher)")
 
 
 class _Zero:

@@ -114,35 +114,167 @@ def metrics_steps(out: Path) -> list[int]:
     return [json.loads(line)["step"] for line in path.read_text().splitlines()]
 
 
+class References:
+    """One-process results the engines are compared with, computed once per setting."""
+
+    def __init__(self, tiny_pair, scored_bank, root: Path):
+        self.args, self.root, self.done = (tiny_pair, scored_bank), root, {}
+
+    def get(self, name: str, **overrides) -> dict[str, torch.Tensor]:
+        if name not in self.done:
+            self.done[name] = single_process(*self.args, self.root / name, **overrides)
+        return self.done[name]
+
+
 @pytest.fixture(scope="module")
-def reference(tiny_pair, scored_bank, tmp_path_factory):
-    """One-process results the engines are compared with, and the negative control."""
-    root = tmp_path_factory.mktemp("single")
-    out = {
-        "online": single_process(tiny_pair, scored_bank, root / "online", training={"gradient_accumulation_steps": 2}),
-        "other_seed": single_process(tiny_pair, scored_bank, root / "seed1", seed=1,
-                                     training={"gradient_accumulation_steps": 2}),
-    }
+def references(tiny_pair, scored_bank, tmp_path_factory):
+    return References(tiny_pair, scored_bank, tmp_path_factory.mktemp("single"))
+
+
+LORA_GC_BF16 = {"training": {"lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]},
+                             "gradient_checkpointing": True, "mixed_precision": "bf16"}}
+# engine -> (2-process overrides, 1-process overrides of its reference, steps, kill after, resumed from)
+MAIN = {
+    "ddp": ({}, {"training": {"gradient_accumulation_steps": 2}}, 8, 5, 4),
+    "fsdp2": ({}, {"training": {"gradient_accumulation_steps": 2}}, 8, 5, 4),
+    "fsdp1": ({}, {"training": {"gradient_accumulation_steps": 2}}, 8, 5, 4),
+    "zero2": ({}, {"training": {"gradient_accumulation_steps": 2}}, 8, 5, 4),
+    "zero3": ({}, {"training": {"gradient_accumulation_steps": 2}}, 8, 5, 4),
+}
+EXTRA = {  # further runs in the same launch: name -> overrides (compared with one process unless None)
+    "fsdp2": {"lora_gc_bf16": LORA_GC_BF16},
+    # gradient accumulation through DeepSpeed: 2 ranks x 2 micro-batches = 1 process x 4
+    "zero2": {"accumulate": {"training": {"gradient_accumulation_steps": 2}}},
+    "zero3": {"cached": {"training": {"teacher_signal": "cached", "cache_top_k": 8}}, "lora_gc_bf16": LORA_GC_BF16},
+}
+CONFIG_OF = {"ddp": "ddp.yaml", "fsdp2": "fsdp2.yaml", "fsdp1": "fsdp1.yaml", "zero2": "deepspeed-zero2.yaml",
+             "zero3": "deepspeed-zero3.yaml"}
+
+
+def merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = {**out.get(k, {}), **v} if isinstance(v, dict) else v
     return out
 
 
-ENGINES = [
-    pytest.param("ddp.yaml", id="ddp"),
-    pytest.param("fsdp2.yaml", id="fsdp2"),
-    pytest.param("fsdp1.yaml", id="fsdp1"),
-    pytest.param("deepspeed-zero2.yaml", id="zero2", marks=needs_deepspeed),
-    pytest.param("deepspeed-zero3.yaml", id="zero3", marks=needs_deepspeed),
-]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("config_file", ENGINES)
-def test_two_processes_killed_and_resumed_equal_one_process(tiny_pair, scored_bank, reference, tmp_path, config_file):
-    out = tmp_path / "run"
-    path = prepared(tiny_pair, scored_bank, out)
-    report = launch(CONFIGS / config_file, [{"name": "main", "config": str(path), "kill_after": 5}], tmp_path)
-    assert report["main"]["resumed_from"] == 4 and report["main"]["steps"] == 8, report
-    assert metrics_steps(out) == list(range(8))  # nothing lost, nothing duplicated
-    got = load_file(str(out / "student" / "model.safetensors"))
-    assert max_diff(got, reference["online"]) < TOLERANCE
-    assert max_diff(reference["other_seed"], reference["online"]) > TOLERANCE  # the control would fail
+@pytest.mark.parametrize("engine", [
+    "ddp", "fsdp2", "fsdp1",
+    pytest.param("zero2", marks=needs_deepspeed), pytest.param("zero3", marks=needs_deepspeed),
+])
+def test_two_processes_killed_and_resumed_equal_one_process(tiny_pair, scored_bank, references, tmp_path, engine):
+    two, one, steps, kill_after, resumed_from = MAIN[engine]
+    runs = [{"name": "main", "config": str(prepared(tiny_pair, scored_bank, tmp_path / "main", **two)),
+             "kill_after": kill_after}]
+    for name, overrides in EXTRA.get(engine, {}).items():
+        runs.append({"name": name, "config": str(prepared(tiny_pair, scored_bank, tmp_path / name, **overrides))})
+    report = launch(CONFIGS / CONFIG_OF[engine], runs, tmp_path)
+
+    assert report["main"]["resumed_from"] == resumed_from and report["main"]["steps"] == steps, report
+    assert metrics_steps(tmp_path / "main") == list(range(steps))  # nothing lost, nothing duplicated
+    got = load_file(str(tmp_path / "main" / "student" / "model.safetensors"))
+    expected = references.get(f"main-{engine}" if two else "main", **one)
+    diff = max_diff(got, expected)
+    assert diff < TOLERANCE, f"{engine}: 2 processes differ from 1 by {diff:.2e}"
+    control = references.get(f"seed1-{engine}" if two else "seed1", seed=1, **one)
+    assert max_diff(control, expected) > TOLERANCE  # the negative control: a different seed fails the check
+
+    if "accumulate" in report:
+        got = load_file(str(tmp_path / "accumulate" / "student" / "model.safetensors"))
+        expected = references.get("accumulate", training={"gradient_accumulation_steps": 4})
+        assert max_diff(got, expected) < TOLERANCE
+        # what stepping at every micro-batch (accumulation silently ignored) would give instead
+        assert max_diff(references.get("main", **MAIN["zero2"][1]), expected) > TOLERANCE
+    if "cached" in report:  # the cached teacher signal, filled by both ranks in lock step
+        got = load_file(str(tmp_path / "cached" / "student" / "model.safetensors"))
+        assert max_diff(got, references.get("cached", **merge(EXTRA["zero3"]["cached"], one))) < TOLERANCE
+        assert list((tmp_path / "cached" / "train").glob("*/teacher_cache/*.parquet"))
+    if "lora_gc_bf16" in report:  # LoRA, gradient checkpointing and bf16 train and save a merged, whole student
+        rows = [json.loads(x) for x in next((tmp_path / "lora_gc_bf16" / "train").glob("*/metrics.jsonl")).read_text().splitlines()]
+        assert len(rows) == 8 and all(r["loss/total"] == r["loss/total"] for r in rows)
+        saved = load_file(str(tmp_path / "lora_gc_bf16" / "student" / "model.safetensors"))
+        base = load_file(str(tiny_pair[1] / "model.safetensors"))
+        assert saved.keys() == base.keys() and all(saved[k].shape == base[k].shape for k in base)
+        assert any(not torch.equal(saved[k].float(), base[k].float()) for k in base)
+    if engine.startswith("zero"):  # every pickled checkpoint file loads with weights_only=True
+        from masters.engine.checkpoint import load_torch
+
+        files = [p for p in (tmp_path / "main" / "train").glob("*/checkpoints/*/**/*")
+                 if p.suffix in (".pt", ".pkl", ".bin")]
+        assert any(p.name.endswith("optim_states.pt") for p in files) and any(p.suffix == ".pkl" for p in files)
+        for path in files:
+            load_torch(path)
+
+
+def test_launched_processes_that_each_see_one_process_are_refused(tiny_pair, scored_bank, tmp_path, monkeypatch):
+    """N launched processes that each believe they are alone would train N copies into one directory."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from masters.engine.trainer import Trainer
+    from masters.errors import MastersError
+
+    path = prepared(tiny_pair, scored_bank, tmp_path / "run")
+    spec = validate_run_spec(yaml.safe_load(path.read_text()))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(MastersError, match="launched as 2 processes .* sees 1") as info:
+        Trainer(spec, accelerator=Accelerator())
+    assert info.value.exit_code == 2
+    AcceleratorState._reset_state(reset_partial_state=True)
+    env = {**os.environ, "WORLD_SIZE": "2", "HF_HUB_OFFLINE": "1"}
+    env.pop("RANK", None), env.pop("LOCAL_RANK", None)
+    proc = subprocess.run([sys.executable, "-m", "masters.cli", "train", str(path)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 2 and "WORLD_SIZE=2" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "run" / "train").exists() or not list((tmp_path / "run" / "train").glob("*/metrics.jsonl"))
+
+
+def test_trackers_log_the_metrics_once_per_step_across_a_resume(tiny_pair, scored_bank, tmp_path, monkeypatch):
+    """TensorBoard and MLflow (local files) get the numbers of metrics.jsonl; a run killed after the
+    checkpoint at step 2 logged step 2 once more before dying, and the resumed run logs from step 2
+    again: TensorBoard keeps one scalar per step."""
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("mlflow")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from masters.engine import trainer
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    path = prepared(tiny_pair, scored_bank, tmp_path / "run", task={"n_train": 8},
+                    training={"report_to": ["tensorboard", "mlflow"], "checkpoint_every": 2, "questions_per_step": 2})
+    spec = validate_run_spec(yaml.safe_load(path.read_text()))
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(stage, done):
+        if stage == "train" and done >= 3:
+            raise Killed
+
+    monkeypatch.setattr(trainer, "kill_point", kill_at_3)
+    with pytest.raises(Killed):
+        train(spec, progress=False)
+    monkeypatch.setattr(trainer, "kill_point", lambda stage, done: None)
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    result = train(spec, progress=False)
+    assert result.resumed_from == 2 and result.steps == 4
+    rows = [json.loads(x) for x in result.metrics_path.read_text().splitlines()]
+    # the run's own directory (accelerate's add_hparams writes the config into a subdirectory)
+    events_dir = min({p.parent for p in (result.metrics_path.parent / "trackers").rglob("events.out.tfevents.*")},
+                     key=lambda p: len(p.parts))
+    events = EventAccumulator(str(events_dir))
+    events.Reload()
+    scalars = events.Scalars("loss/total")
+    assert [s.step for s in scalars] == [0, 1, 2, 3]  # one scalar per step, the killed run's step 2 purged
+    assert all(abs(s.value - r["loss/total"]) < 1e-6 for s, r in zip(scalars, rows))
+    import mlflow
+
+    run_id = (result.metrics_path.parent / "trackers" / "mlflow_run_id").read_text().strip()
+    history = mlflow.tracking.MlflowClient().get_metric_history(run_id, "loss/total")
+    assert {m.step for m in history} == {0, 1, 2, 3}  # the same run, continued after the resume
+    last = {m.step: m.value for m in sorted(history, key=lambda m: m.timestamp)}
+    assert all(abs(last[r["step"]] - r["loss/total"]) < 1e-6 for r in rows)
