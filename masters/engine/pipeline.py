@@ -124,12 +124,20 @@ def _run_stages(spec: RunSpec, *, stages: Sequence[str] | None, progress: bool,
     splits = load_splits(spec.task)
     results: dict[str, Any] = {}
     context = {"default_model_path": spec.teachers[-1].path}
+    rank = _launch_rank()
     for stage in stages or needed_stages(spec):
         identity = stage_identity(spec, stage)
         if log.done(stage, identity):
             results[stage] = "skipped"
             if on_stage:
                 on_stage(stage, "skipped (outputs match the config)")
+            continue
+        if rank != 0:  # under `accelerate launch`: every rank trains, rank 0 alone does the rest
+            if stage == "train":
+                results[stage] = _run_stage(stage, spec, splits, out, progress, context, results)
+            elif stage != "evaluate":
+                _wait_for_rank0(log, stage, identity)
+                results[stage] = "done by rank 0"
             continue
         if on_stage:
             on_stage(stage, "running")
@@ -145,6 +153,20 @@ def _run_stages(spec: RunSpec, *, stages: Sequence[str] | None, progress: bool,
         log.record(stage, identity, time.perf_counter() - began, summary)
         results[stage] = summary
     return results
+
+
+def _launch_rank() -> int:
+    from masters.engine.distributed import launched_world_size
+    from masters.engine.locks import launch_rank
+
+    return launch_rank() if launched_world_size() > 1 else 0
+
+
+def _wait_for_rank0(log: StageLog, stage: str, identity: str, poll_s: float = 1.0) -> None:
+    """Wait, however long it takes, until rank 0 records ``stage`` (no process group exists yet; if
+    rank 0 fails, the launcher ends this process)."""
+    while not log.done(stage, identity):
+        time.sleep(poll_s)
 
 
 def _run_stage(stage: str, spec: RunSpec, splits: dict[str, Any], out: Path, progress: bool,

@@ -66,11 +66,12 @@ def scored_bank(tiny_pair, tmp_path_factory):
     return out / "bank"
 
 
-def prepared(tiny_pair, scored_bank, out, **overrides) -> Path:
+def prepared(tiny_pair, scored_bank, out, *, bank: bool = True, **overrides) -> Path:
     """A run directory with the shared bank and its config file; returns the config path."""
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(scored_bank, out / "bank")
-    path = out / "run.yaml"
+    if bank:
+        shutil.copytree(scored_bank, out / "bank")
+    path = out.parent / f"{out.name}.yaml"  # beside, not in, the output directory (masters claims it)
     path.write_text(yaml.safe_dump(config(tiny_pair, out, **overrides)))
     return path
 
@@ -141,7 +142,8 @@ MAIN = {
     "zero2": ({}, {"training": {"gradient_accumulation_steps": 2}}, 8, 5, 4),
     "zero3": ({}, {"training": {"gradient_accumulation_steps": 2}}, 8, 5, 4),
 }
-EXTRA = {  # further runs in the same launch: name -> overrides (compared with one process unless None)
+EXTRA = {  # further runs in the same launch: name -> overrides
+    "ddp": {"pipeline": {"task": {"n_train": 4}}},  # `masters run`, every stage, under the launch
     "fsdp2": {"lora_gc_bf16": LORA_GC_BF16},
     # gradient accumulation through DeepSpeed: 2 ranks x 2 micro-batches = 1 process x 4
     "zero2": {"accumulate": {"training": {"gradient_accumulation_steps": 2}}},
@@ -168,7 +170,8 @@ def test_two_processes_killed_and_resumed_equal_one_process(tiny_pair, scored_ba
     runs = [{"name": "main", "config": str(prepared(tiny_pair, scored_bank, tmp_path / "main", **two)),
              "kill_after": kill_after}]
     for name, overrides in EXTRA.get(engine, {}).items():
-        runs.append({"name": name, "config": str(prepared(tiny_pair, scored_bank, tmp_path / name, **overrides))})
+        path = prepared(tiny_pair, scored_bank, tmp_path / name, bank=name != "pipeline", **overrides)
+        runs.append({"name": name, "config": str(path), "pipeline": name == "pipeline"})
     report = launch(CONFIGS / CONFIG_OF[engine], runs, tmp_path)
 
     assert report["main"]["resumed_from"] == resumed_from and report["main"]["steps"] == steps, report
@@ -180,6 +183,11 @@ def test_two_processes_killed_and_resumed_equal_one_process(tiny_pair, scored_ba
     control = references.get(f"seed1-{engine}" if two else "seed1", seed=1, **one)
     assert max_diff(control, expected) > TOLERANCE  # the negative control: a different seed fails the check
 
+    if "pipeline" in report:  # generation, scoring and evaluation by rank 0, training by both
+        stages = json.loads((tmp_path / "pipeline" / "stages.json").read_text())
+        assert all(stages[s].get("state", "done") == "done" for s in ("generate", "score", "train", "evaluate"))
+        assert (tmp_path / "pipeline" / "eval" / "student-test.json").exists()
+        assert len(metrics_steps(tmp_path / "pipeline")) == 2
     if "accumulate" in report:
         got = load_file(str(tmp_path / "accumulate" / "student" / "model.safetensors"))
         expected = references.get("accumulate", training={"gradient_accumulation_steps": 4})
@@ -278,3 +286,40 @@ def test_trackers_log_the_metrics_once_per_step_across_a_resume(tiny_pair, score
     assert {m.step for m in history} == {0, 1, 2, 3}  # the same run, continued after the resume
     last = {m.step: m.value for m in sorted(history, key=lambda m: m.timestamp)}
     assert all(abs(last[r["step"]] - r["loss/total"]) < 1e-6 for r in rows)
+
+
+def test_a_killed_lora_run_with_dropout_resumes_equal_to_an_uninterrupted_one(tiny_pair, scored_bank, tmp_path,
+                                                                              monkeypatch):
+    """LoRA's initialisation and dropout are seeded from the spec and their RNG state is checkpointed:
+    two identical runs agree, and one killed after its checkpoint at step 2 resumes to the same weights.
+    Every pickled checkpoint file loads with weights_only=True."""
+    from masters.engine import trainer
+    from masters.engine.checkpoint import load_torch
+
+    lora = {"training": {"lora": {"r": 4, "alpha": 8, "dropout": 0.2, "target_modules": ["q_proj", "v_proj"]},
+                         "questions_per_step": 2}, "task": {"n_train": 8}}
+    whole = single_process(tiny_pair, scored_bank, tmp_path / "whole", **lora)
+    again = single_process(tiny_pair, scored_bank, tmp_path / "again", **lora)
+    assert all(torch.equal(whole[k], again[k]) for k in whole)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(stage, done):
+        if stage == "train" and done >= 3:
+            raise Killed
+
+    path = prepared(tiny_pair, scored_bank, tmp_path / "resumed", **lora)
+    spec = validate_run_spec(yaml.safe_load(path.read_text()))
+    monkeypatch.setattr(trainer, "kill_point", kill_at_3)
+    with pytest.raises(Killed):
+        train(spec, progress=False)
+    monkeypatch.setattr(trainer, "kill_point", lambda stage, done: None)
+    torch.manual_seed(12345)  # what the killed process's RNG was is lost; only the checkpoint's counts
+    assert train(spec, progress=False).resumed_from == 2
+    resumed = load_file(str(tmp_path / "resumed" / "student" / "model.safetensors"))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    pickled = [p for p in (tmp_path / "resumed" / "train").rglob("*") if p.suffix in (".pt", ".pkl", ".bin")]
+    assert pickled
+    for p in pickled:
+        load_torch(p)
