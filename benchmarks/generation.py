@@ -22,6 +22,16 @@ draw) on random logits at realistic vocabulary sizes, per-row Gumbel against
 ``softmax`` + ``multinomial``, since the tiny models' ~80-token vocabulary hides that cost.
 
 Writes benchmarks/results/generation.json and .md.
+
+``--backends`` instead compares the two generation backends on the bank path itself (a
+``GenerationSession.generate`` call per batch, per-row seeds, the same sampling settings): ``hf``
+against ``vllm`` (masters' Gumbel sampler inside vLLM, rows equal to hf's) at three sizes (tiny,
+~10M, ~25M parameters; head size >= 32, the least vLLM's CPU attention takes) in float32 and
+bfloat16. The vLLM worker's start-up (venv imports) and each engine's start-up are reported
+separately from the per-call medians; whether the rows came out equal is recorded per row.
+Needs ``.venv-vllm`` (``bash .ci/setup test``). Writes benchmarks/results/generation-vllm.json and .md::
+
+    flock /tmp/masters-bench.lock python benchmarks/generation.py --backends [--batch-size 16]
 """
 
 from __future__ import annotations
@@ -58,6 +68,145 @@ def build(name: str, root: Path) -> Path:
     finally:
         tiny.IMAGE_SIZE = previous
     return path
+
+
+# --backends: name -> (size, overrides, image px); all with attention head size >= 32
+BACKEND_MODELS = {
+    "tiny": ("small", {}, 32),
+    "10M": ("small", {"hidden": 384, "layers": 6, "heads": 6, "intermediate": 1024, "vision_hidden": 128,
+                      "vision_layers": 2}, 64),
+    "25M": ("small", {"hidden": 512, "layers": 8, "heads": 8, "intermediate": 1536, "vision_hidden": 128,
+                      "vision_layers": 2}, 64),
+}
+
+
+def build_backend_model(name: str, root: Path) -> Path:
+    import masters.models.tiny as tiny
+
+    size, overrides, px = BACKEND_MODELS[name]
+    path = root / f"backend-{name}"
+    previous = tiny.IMAGE_SIZE
+    tiny.IMAGE_SIZE = px
+    try:
+        tiny.build_tiny_model("llava", size, path, **overrides)
+    finally:
+        tiny.IMAGE_SIZE = previous
+    return path
+
+
+def bench_backends(name: str, dtype: str, root: Path, batch_size: int, new_tokens: int, repeats: int) -> dict:
+    """hf vs vllm sessions on one batch of the bank path: alternating calls, medians, start-ups apart."""
+    from masters.backends.specs import HFBackendSpec, VLLMBackendSpec
+    from masters.config import run_spec_model
+    from masters.engine.identity import derived_seed
+    from masters.interfaces import SamplingSettings
+    from masters.tasks.shapes import generate_shapes
+
+    path = root / f"backend-{name}"
+    if not (path / "config.json").exists():
+        build_backend_model(name, root)
+    entry = run_spec_model().model_fields["student"].annotation.model_validate(
+        {"path": str(path), "adapter": {"name": "llava", "dtype": dtype}})
+    questions = generate_shapes(max(1, batch_size // 2), 0, 1, seed=0, image_size=BACKEND_MODELS[name][2])["train"]
+    samples = [questions[i // 2] for i in range(batch_size)]
+    settings = SamplingSettings(max_new_tokens=new_tokens, **SAMPLING)
+    started = time.perf_counter()
+    hf = HFBackendSpec().build().open(entry, vocab_limit=10**9)
+    hf_open = time.perf_counter() - started
+    vocab_limit = len(hf.adapter.tokenizer)
+    hf.vocab_limit = vocab_limit
+    backend = VLLMBackendSpec(keep_engines=False, kv_cache_mib=128, max_num_seqs=max(batch_size, 8),
+                              reduced_precision="refuse" if dtype == "float32" else "own_bank").build()
+    worker_started = time.perf_counter()
+    worker = backend.worker()
+    worker_s = time.perf_counter() - worker_started if worker.startup_s > 0 else 0.0
+    started = time.perf_counter()
+    vllm = backend.open(entry, vocab_limit=vocab_limit)
+    vllm_open = time.perf_counter() - started
+    contenders = {"hf": hf, "vllm": vllm}
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    tokens: dict[str, int] = {}
+    equal = True
+    for call in range(repeats + 1):  # call 0 warms up
+        seeds = [derived_seed(0, "teacher", name, call, s.id, i % 2) for i, s in enumerate(samples)]
+        outputs = {}
+        for key, session in contenders.items():
+            start = time.perf_counter()
+            outputs[key] = [r.token_ids for r in session.generate(samples, seeds, settings)]
+            if call:
+                times[key].append(time.perf_counter() - start)
+                tokens[key] = tokens.get(key, 0) + sum(len(r) for r in outputs[key])
+        equal = equal and outputs["hf"] == outputs["vllm"]
+    params = sum(p.numel() for p in hf.adapter.model.parameters())
+    cfg = hf.adapter.model.config.text_config
+    row = {"model": name, "dtype": dtype, "parameters": params, "hidden": cfg.hidden_size,
+           "layers": cfg.num_hidden_layers, "head_size": cfg.hidden_size // cfg.num_attention_heads,
+           "image_px": BACKEND_MODELS[name][2], "batch_size": batch_size, "new_tokens": new_tokens,
+           "hf_load_s": round(hf_open, 2), "vllm_worker_startup_s": round(worker_s, 2),
+           "vllm_engine_startup_s": round(vllm_open, 2), "rows_equal": equal}
+    for key in contenders:
+        per_call = tokens[key] / repeats
+        median = statistics.median(times[key])
+        row[f"{key}_s"] = round(median, 4)
+        row[f"{key}_tokens_per_s"] = round(per_call / median, 1)
+        row[f"{key}_spread"] = round((max(times[key]) - min(times[key])) / median, 2)
+    row["ratio_vllm_over_hf"] = round(row["vllm_tokens_per_s"] / row["hf_tokens_per_s"], 2)
+    hf.close()
+    vllm.close()
+    return row
+
+
+def main_backends(args: argparse.Namespace) -> int:
+    import torch
+    import transformers
+
+    torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="masters-bench-") as tmp:
+        for name in args.backend_models:
+            for dtype in args.dtypes:
+                row = bench_backends(name, dtype, Path(tmp), args.batch_size, args.new_tokens, args.repeats)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    from masters.backends.vllm import shared_worker, stop_workers
+
+    hello = shared_worker().hello
+    stop_workers()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    result = {
+        "what": "bank generation throughput, hf backend (transformers generate + PerRowGumbelSampler) vs vllm backend "
+        "(vLLM engine in its own venv and process, the same sampler as a logits processor), one "
+        f"GenerationSession.generate call of {args.batch_size} rows (two per question, per-row seeds) with sampling "
+        f"settings {SAMPLING} and max_new_tokens {args.new_tokens}; tokens/s = generated tokens / median call time "
+        f"over {args.repeats} alternating calls after one warm-up; start-ups (hf model load, vLLM worker import, "
+        "vLLM engine) measured apart",
+        "machine": {"python": sys.version.split()[0], "torch": torch.__version__,
+                    "transformers": transformers.__version__, "vllm": hello.get("vllm"),
+                    "vllm_torch": hello.get("torch"), "vllm_transformers": hello.get("transformers"),
+                    "platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": args.threads,
+                    "load_average_at_end": [round(x, 2) for x in load] if load else None,
+                    "note": "CPU only, 2 cores shared with other processes: absolute numbers are noisy, compare "
+                    "the ratios (alternating calls in one run)"},
+        "rows": rows,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "generation-vllm.json").write_text(json.dumps(result, indent=2) + "\n")
+    head = ["model", "dtype", "params", "hidden x layers", "batch", "new tok", "hf tok/s", "vllm tok/s",
+            "vllm / hf", "rows equal", "hf load s", "vLLM worker s", "vLLM engine s"]
+    body = [[r["model"], r["dtype"], f"{r['parameters']:,}", f"{r['hidden']} x {r['layers']}", str(r["batch_size"]),
+             str(r["new_tokens"]), f"{r['hf_tokens_per_s']:.1f}", f"{r['vllm_tokens_per_s']:.1f}",
+             f"{r['ratio_vllm_over_hf']:.2f}", "yes" if r["rows_equal"] else "no", f"{r['hf_load_s']:.1f}",
+             f"{r['vllm_worker_startup_s']:.1f}", f"{r['vllm_engine_startup_s']:.1f}"] for r in rows]
+    md = "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+                    *("| " + " | ".join(x) + " |" for x in body)])
+    (RESULTS / "generation-vllm.md").write_text(
+        "# Bank generation: hf backend vs vllm backend\n\n" + result["what"] + ".\n\n"
+        f"{platform.platform()}, {os.cpu_count()} CPUs; masters: torch {torch.__version__}, transformers "
+        f"{transformers.__version__}; worker: vllm {hello.get('vllm')}, torch {hello.get('torch')}, transformers "
+        f"{hello.get('transformers')}. {result['machine']['note']}. The vLLM worker start-up is paid once per "
+        "process (it is 0 after the first row), an engine once per model and dtype.\n\n" + md + "\n")
+    print(md)
+    return 0
 
 
 def bench_model(name: str, root: Path, batch_size: int, new_tokens: int, repeats: int) -> dict:
@@ -159,8 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--sampler-vocab", nargs="*", type=int, default=[32_000, 151_936],
                         help="vocabulary sizes for the sampler-only table (Llama 2, Qwen)")
+    parser.add_argument("--backends", action="store_true", help="compare the hf and vllm generation backends")
+    parser.add_argument("--backend-models", nargs="*", default=list(BACKEND_MODELS), choices=list(BACKEND_MODELS))
+    parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.backends:
+        return main_backends(args)
     import torch
     import transformers
     from rich.console import Console

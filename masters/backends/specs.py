@@ -43,6 +43,10 @@ class VLLMBackendSpec(BackendSpec):
     sampler: Literal["gumbel", "native"] = Field(
         "gumbel", description="gumbel: masters' per-row Gumbel sampler as a vLLM logits processor (rows equal "
         "the hf backend's); native: vLLM's own seeded sampler (reproducible, other rows, its own bank).")
+    reduced_precision: Literal["refuse", "own_bank"] = Field(
+        "refuse", description="A model in bfloat16/float16: refuse (its rows equal hf's only to the kernels' "
+        "rounding, measured unequal, so it may not share the hf bank), or own_bank (allowed; the bank gets its own "
+        "identity, like the native sampler's).")
     python: Optional[str] = Field(
         None, description="Python of the vLLM venv; default $MASTERS_VLLM_PYTHON, else .venv-vllm/bin/python "
         "of the masters checkout.")
@@ -59,9 +63,15 @@ class VLLMBackendSpec(BackendSpec):
                                      "kept; default a temporary directory per worker.")
 
     def row_identity(self) -> dict[str, Any] | None:
-        if self.sampler == "gumbel":
+        if self.shares_hf_rows():
             return None  # rows equal the hf backend's: banks are shared and resumable across the two
-        return {"name": self.name, "sampler": self.sampler}
+        if self.sampler == "native":
+            return {"name": self.name, "sampler": self.sampler}
+        return {"name": self.name, "sampler": self.sampler, "reduced_precision": self.reduced_precision}
+
+    def shares_hf_rows(self) -> bool:
+        """Rows equal the hf backend's: masters' sampler, and float32 models only."""
+        return self.sampler == "gumbel" and self.reduced_precision == "refuse"
 
 
 BUILTIN_BACKEND_SPECS: tuple[type[BackendSpec], ...] = (HFBackendSpec, VLLMBackendSpec)

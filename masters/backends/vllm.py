@@ -72,7 +72,10 @@ class VLLMWorker:
         self._log = open(self.log_path, "wb")
         env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false",
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
-               "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1"}
+               "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1",
+               # vLLM's CPU default pins its OpenMP threads (and so the whole engine) to one core and
+               # keeps the other free; on a shared machine the pinned core is often the busy one.
+               "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
         for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):  # masters' venv must not leak in
             env.pop(var, None)
         if threads:
@@ -233,8 +236,8 @@ class VLLMBackend:
     def __init__(self, spec: Any, **context: Any) -> None:
         self.spec = spec
         self.context = context
-        native = spec.sampler == "native"
-        self.capabilities = BackendCapabilities(per_row_seeds=True, rows_equal_hf=not native, behaviour_logprobs=True)
+        self.capabilities = BackendCapabilities(per_row_seeds=True, rows_equal_hf=spec.shares_hf_rows(),
+                                                behaviour_logprobs=True)
 
     def worker(self) -> VLLMWorker:
         return shared_worker(self.spec.python, startup_timeout_s=self.spec.startup_timeout_s, threads=self.spec.threads)
@@ -242,10 +245,17 @@ class VLLMBackend:
     def open(self, model: Any, *, vocab_limit: int, masker: Any = None, levels: Sequence[Ratio] = ()) -> VLLMSession:
         from masters.adapters.resolve import read_checkpoint_config, resolve_adapter
 
-        path = Path(getattr(model, "path", model))
+        path = Path(model["path"] if isinstance(model, dict) else getattr(model, "path", model))
         config = read_checkpoint_config(path)
         check_supported(config, where=str(path))
         adapter = resolve_adapter(model, **self.context)
+        dtype = engine_dtype(adapter, config)
+        if dtype != "float32" and self.spec.shares_hf_rows():
+            raise VLLMWorkerError(
+                f"the model is loaded in {dtype}: vLLM's rows then equal the hf backend's only to the kernels' "
+                "rounding (measured: they differ), so they may not share the hf backend's bank", where=str(path),
+                fix="load it in float32 (adapter: {dtype: float32}), or set the backend's reduced_precision: own_bank "
+                "(or sampler: native) to give the bank its own identity")
         worker = self.worker()
         return VLLMSession(self, worker, adapter, path, config, vocab_limit=vocab_limit, masker=masker, levels=levels)
 

@@ -68,36 +68,61 @@ def _filter_top_k_top_p(logits, top_k: int, top_p: float):
 
 
 class _Row:
-    __slots__ = ("generator", "temperature", "top_k", "top_p", "penalty", "limit", "banned", "vocab",
-                 "history", "output")
+    __slots__ = ("generator", "group", "penalty", "seen", "history", "output", "counted")
 
     def __init__(self, args: dict[str, Any], prompt_ids: list[int] | None, output_ids: list[int]):
         import torch
 
         self.generator = torch.Generator().manual_seed(int(args["seed"]))
-        self.temperature = float(args["temperature"])
-        self.top_k = int(args["top_k"])
-        self.top_p = float(args["top_p"])
+        # rows of one group share every setting and are processed as one batch
+        self.group = (float(args["temperature"]), int(args["top_k"]), float(args["top_p"]),
+                      float(args["repetition_penalty"]), int(args["vocab"]), int(args["limit"]), tuple(args["banned"]))
         self.penalty = float(args["repetition_penalty"])
-        self.limit = int(args["limit"])
-        self.banned = args["banned"]
-        self.vocab = int(args["vocab"])
+        self.seen = None  # [vocab] bool: ids in prompt + output (for the repetition penalty)
         self.history = list(prompt_ids or [])
         self.output = output_ids  # vLLM's live list of this request's generated ids
+        self.counted = 0  # output ids already in `seen`
+
+    def seen_mask(self, vocab: int):
+        import torch
+
+        if self.seen is None:
+            self.seen = torch.zeros(vocab, dtype=torch.bool)
+            ids = [i for i in self.history if 0 <= i < vocab]
+            if ids:
+                self.seen[torch.tensor(ids, dtype=torch.long)] = True
+        fresh = [i for i in self.output[self.counted:] if 0 <= i < vocab]
+        if fresh:
+            self.seen[torch.tensor(fresh, dtype=torch.long)] = True
+        self.counted = len(self.output)
+        return self.seen
 
 
 def _make_processor_class():
     import torch
     from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
+    allowed_cache: dict[tuple[int, int, tuple[int, ...]], torch.Tensor] = {}
+
+    def forbidden(vocab: int, limit: int, banned: tuple[int, ...]) -> torch.Tensor:
+        key = (vocab, limit, banned)
+        if key not in allowed_cache:
+            mask = torch.zeros(vocab, dtype=torch.bool)
+            mask[limit:] = True
+            if banned:
+                mask[torch.tensor([b for b in banned if b < vocab], dtype=torch.long)] = True
+            allowed_cache[key] = mask
+        return allowed_cache[key]
+
     class MastersGumbelProcessor(LogitsProcessor):
         """Repetition penalty, allowed tokens, temperature, top-k/top-p, per-row Gumbel noise.
 
         The same operations in the same order as the ``hf`` backend (transformers applies the
-        repetition penalty, then ``LimitVocabulary``, then ``PerRowGumbelSampler``). Each handled
-        row comes back as ``-inf`` everywhere but the drawn token, whose value is its behaviour
-        log-prob: the request itself is greedy, so vLLM takes that token, and with
-        ``logprobs_mode="processed_logits"`` reports the value as the token's log-prob.
+        repetition penalty, then ``LimitVocabulary``, then ``PerRowGumbelSampler``), batched over
+        the rows that share settings as transformers batches them. Each handled row comes back as
+        ``-inf`` everywhere but the drawn token, whose value is its behaviour log-prob: the request
+        itself is greedy, so vLLM takes that token, and with ``logprobs_mode="processed_logits"``
+        reports the value as the token's log-prob.
         """
 
         def __init__(self, vllm_config: Any, device: Any, is_pin_memory: bool) -> None:
@@ -127,33 +152,33 @@ def _make_processor_class():
         def apply(self, logits: torch.Tensor) -> torch.Tensor:
             if not self.rows:
                 return logits
+            groups: dict[tuple, list[int]] = {}
             for index, row in self.rows.items():
-                if index >= logits.shape[0]:
-                    continue
-                width = logits.shape[-1]
-                if width < row.vocab:
-                    raise RuntimeError(f"the engine's logits have {width} columns, masters' sampler needs {row.vocab}")
-                scores = logits[index, : row.vocab].float().unsqueeze(0).clone()
-                if row.penalty != 1.0:  # transformers' RepetitionPenaltyLogitsProcessor over prompt + output
-                    seen = torch.tensor(row.history + list(row.output), dtype=torch.long).unsqueeze(0)
-                    score = torch.gather(scores, 1, seen)
-                    score = torch.where(score < 0, score * row.penalty, score / row.penalty)
-                    scores = scores.scatter(1, seen, score)
-                scores[..., row.limit:] = float("-inf")  # LimitVocabulary
-                if row.banned:
-                    scores[..., row.banned] = float("-inf")
-                if row.temperature > 0:  # PerRowGumbelSampler
-                    z = _filter_top_k_top_p(scores / row.temperature, row.top_k, row.top_p)
-                    uniforms = torch.rand(z.shape[-1], generator=row.generator).unsqueeze(0)
+                if index < logits.shape[0]:
+                    groups.setdefault(row.group, []).append(index)
+            for (temperature, top_k, top_p, penalty, vocab, limit, banned), indices in groups.items():
+                if logits.shape[-1] < vocab:
+                    raise RuntimeError(f"the engine's logits have {logits.shape[-1]} columns, masters' sampler "
+                                       f"needs {vocab}")
+                where = torch.tensor(indices, dtype=torch.long)
+                scores = logits.index_select(0, where)[:, :vocab].float()
+                if penalty != 1.0:  # transformers' RepetitionPenaltyLogitsProcessor over prompt + output
+                    seen = torch.stack([self.rows[i].seen_mask(vocab) for i in indices])
+                    scores = torch.where(seen, torch.where(scores < 0, scores * penalty, scores / penalty), scores)
+                scores = scores.masked_fill(forbidden(vocab, limit, banned), float("-inf"))  # LimitVocabulary
+                if temperature > 0:  # PerRowGumbelSampler
+                    z = _filter_top_k_top_p(scores / temperature, top_k, top_p)
+                    uniforms = torch.stack([torch.rand(z.shape[-1], generator=self.rows[i].generator) for i in indices])
                     gumbel = -torch.log(-torch.log(uniforms.clamp(min=1e-20, max=1 - 1e-7)))
                     logprobs = torch.log_softmax(z, dim=-1)
-                    chosen = int((logprobs + gumbel).argmax(dim=-1))
-                    value = float(logprobs[0, chosen])
+                    chosen = (logprobs + gumbel).argmax(dim=-1, keepdim=True)
+                    values = logprobs.gather(-1, chosen)
                 else:  # greedy: a point mass
-                    chosen = int(scores.argmax(dim=-1))
-                    value = 0.0
-                logits[index].fill_(float("-inf"))
-                logits[index, chosen] = value
+                    chosen = scores.argmax(dim=-1, keepdim=True)
+                    values = torch.zeros_like(chosen, dtype=logits.dtype)
+                out = torch.full((len(indices), logits.shape[-1]), float("-inf"), dtype=logits.dtype)
+                out.scatter_(1, chosen, values.to(logits.dtype))
+                logits.index_copy_(0, where, out)
             return logits
 
     return MastersGumbelProcessor

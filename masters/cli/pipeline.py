@@ -46,6 +46,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--model", help="checkpoint directory (default: the run's trained student)")
     p.add_argument("--split", default="test", choices=["validation", "test", "train"])
     p.add_argument("--max-new-tokens", type=positive_int, default=16)
+    p.add_argument("--backend", metavar="NAME",
+                   help="decode through this generation backend (e.g. vllm) instead of the adapter's generate")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -162,8 +164,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from masters.engine.locks import run_outputs
 
     with run_outputs(spec, "evaluate"):  # one writer per directory (decision 19)
+        backend = None
+        if args.backend:
+            from masters.config import validate_component
+
+            backend = validate_component("backend", {"name": args.backend}, where="--backend")
         result = evaluate_model(model, samples, spec.rewards, split=args.split, max_new_tokens=args.max_new_tokens,
-                                context={"default_model_path": spec.teachers[-1].path})
+                                context={"default_model_path": spec.teachers[-1].path}, backend=backend)
         write_result(result, Path(spec.output_dir) / "eval" / f"{Path(model).name}-{args.split}.json")
     _table(f"evaluation of {model} on {args.split} ({result.n} samples)",
            [(k, f"{v:.3f}") for k, v in result.accuracy.items()])

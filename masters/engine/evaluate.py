@@ -26,13 +26,16 @@ class EvalResult:
 
 def evaluate_model(model_path: str | Path, samples: Sequence[Any], reward_specs: Sequence[Any], *,
                    adapter: Any = None, batch_size: int = 16, max_new_tokens: int = 16, split: str = "test",
-                   progress: Any = None, context: Mapping[str, Any] | None = None) -> EvalResult:
+                   progress: Any = None, context: Mapping[str, Any] | None = None,
+                   backend: Any = None) -> EvalResult:
     """Greedy-decode every sample and score it with each accuracy reward (mean over samples).
 
     Decoding bans what bank generation bans (padding, image placeholders, special tokens other than
     EOS: :func:`masters.engine.sampling.banned_response_ids`). ``context`` goes to each reward's
     ``build`` (the LLM judge's ``default_model_path``); rewards are built before the decode, so a
-    judge that cannot be built fails in seconds, not after the whole split.
+    judge that cannot be built fails in seconds, not after the whole split. ``backend`` (a
+    generation backend spec, e.g. ``vllm``) decodes through that backend's session instead of the
+    adapter's ``generate``: the same greedy rows where the backend's rows equal the ``hf`` backend's.
     """
     from masters.adapters.resolve import resolve_adapter
     from masters.engine.sampling import LimitVocabulary, banned_response_ids
@@ -49,6 +52,9 @@ def evaluate_model(model_path: str | Path, samples: Sequence[Any], reward_specs:
         raise DataError("no accuracy reward to evaluate with", where="rewards",
                         fix="add an accuracy reward (exact_match, numeric, multiple_choice, llm_judge) to rewards")
     started = time.perf_counter()
+    if backend is not None and adapter is None:
+        texts = _decode_with_backend(backend, model_path, samples, batch_size, max_new_tokens, progress)
+        return _score(model_path, split, samples, texts, rewards, started)
     adapter = adapter or resolve_adapter(str(model_path))
     banned = [LimitVocabulary(len(adapter.vocab()), banned_response_ids(adapter))]
     was = adapter.model.training
@@ -62,6 +68,32 @@ def evaluate_model(model_path: str | Path, samples: Sequence[Any], reward_specs:
         if progress:
             progress.advance(task, len(chunk))
     adapter.model.train(was)
+    return _score(model_path, split, samples, texts, rewards, started)
+
+
+def _decode_with_backend(backend: Any, model_path: str | Path, samples: Sequence[Any], batch_size: int,
+                         max_new_tokens: int, progress: Any) -> list[str]:
+    from masters.adapters.resolve import load_tokenizer
+    from masters.interfaces import SamplingSettings
+
+    vocab = len(load_tokenizer(str(model_path)).get_vocab())
+    session = backend.build().open({"path": str(model_path)}, vocab_limit=vocab)
+    settings = SamplingSettings(temperature=0.0, max_new_tokens=max_new_tokens)
+    texts: list[str] = []
+    task = progress.add_task(f"evaluate {Path(str(model_path)).name}", total=len(samples)) if progress else None
+    try:
+        for start in range(0, len(samples), batch_size):
+            chunk = list(samples[start:start + batch_size])
+            texts.extend(session.decode([g.token_ids for g in session.generate(chunk, [0] * len(chunk), settings)]))
+            if progress:
+                progress.advance(task, len(chunk))
+    finally:
+        session.close()
+    return texts
+
+
+def _score(model_path: str | Path, split: str, samples: Sequence[Any], texts: list[str], rewards: list[Any],
+           started: float) -> EvalResult:
     items = [ScoredResponse(question=s.question, response=t, reference=s.answer or "", choices=s.choices,
                             metadata=dict(s.metadata)) for s, t in zip(samples, texts)]
     result = EvalResult(str(model_path), split, len(samples))

@@ -105,7 +105,12 @@ def _generate_bank(spec: RunSpec, *, force: bool = False, progress: bool = True,
     by_id = {s.id: s for s in train}
     question_ids = [s.id for s in train]
     chain = TeacherChain.from_run_spec(spec)
-    need = required_levels(spec, training_plan(spec, question_ids, chain=chain), question_ids, chain)
+    # The plan of the training that will use the bank: under `accelerate launch` (masters run) its
+    # steps take questions_per_step x gradient_accumulation_steps x the launched processes.
+    from masters.engine.distributed import launched_world_size
+
+    plan = training_plan(spec, question_ids, chain=chain, world_size=launched_world_size())
+    need = required_levels(spec, plan, question_ids, chain)
     gen = spec.generation
     report = GenerationReport()
 

@@ -149,3 +149,17 @@ def test_native_sampler_is_reproducible_per_row_and_gets_its_own_bank(vllm_worke
     with pytest.raises(MastersError, match="other generation settings"):
         generate_bank(validate_run_spec(config(vllm_checkpoints, out, {**BACKEND, "sampler": "native"})),
                       progress=False)
+
+
+def test_evaluate_through_the_vllm_backend_equals_the_adapter_path(vllm_worker, vllm_checkpoints):
+    from masters.backends.specs import VLLMBackendSpec
+    from masters.config import validate_component
+    from masters.engine.evaluate import evaluate_model
+    from masters.tasks.shapes import generate_shapes
+
+    test = list(generate_shapes(0, 0, 6, seed=9, max_shapes=2)["test"])
+    rewards = [validate_component("reward", "exact_match")]
+    path = vllm_checkpoints["student"]
+    want = evaluate_model(path, test, rewards, max_new_tokens=6, batch_size=4)
+    got = evaluate_model(path, test, rewards, max_new_tokens=6, batch_size=4, backend=VLLMBackendSpec(**BACKEND))
+    assert got.examples == want.examples and got.accuracy == want.accuracy

@@ -55,7 +55,7 @@ def judge_server(tmp_path_factory, vllm_checkpoints):
     port = _free_port()
     log = open(model / "server.log", "wb")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(HF_HUB_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1")
+    env.update(HF_HUB_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", VLLM_CPU_OMP_THREADS_BIND="nobind")
     cmd = [str(default_python()), "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port),
            "--model", str(model), "--served-model-name", "judge", "--dtype", "float32", "--enforce-eager",
            "--max-model-len", "1024", "--kv-cache-memory-bytes", str(32 * 2**20), "--max-num-seqs", "8",

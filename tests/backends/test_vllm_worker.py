@@ -118,3 +118,17 @@ def test_worker_dying_mid_bank_keeps_the_shards_and_a_rerun_resumes(vllm_worker,
     generate_bank(validate_run_spec({**data, "output_dir": str(whole)}), progress=False)
     assert ResponseBank(whole / "bank").table().select(["row_id", "token_ids", "seed"]).to_pylist() == \
         bank.table().select(["row_id", "token_ids", "seed"]).to_pylist()
+
+
+def test_reduced_precision_may_not_share_the_hf_bank(vllm_checkpoints, tmp_path):
+    from masters.backends.specs import VLLMBackendSpec
+    from masters.backends.vllm import VLLMWorkerError
+    from masters.config import run_spec_model
+
+    entry = run_spec_model().model_fields["student"].annotation.model_validate(
+        {"path": str(vllm_checkpoints["student"]), "adapter": {"name": "llava", "dtype": "bfloat16"}})
+    with pytest.raises(VLLMWorkerError, match="loaded in bfloat16") as err:  # refused before any worker starts
+        VLLMBackendSpec(python=str(tmp_path / "never-started")).build().open(entry, vocab_limit=120)
+    assert "own_bank" in err.value.fix
+    own = VLLMBackendSpec(reduced_precision="own_bank")
+    assert own.row_identity() is not None and not own.build().capabilities.rows_equal_hf
