@@ -41,22 +41,16 @@ def safe_globals() -> list[Any]:
     """The one allow-list for ``torch.load(weights_only=True)``: numpy's RNG state (accelerate),
     DeepSpeed's loss scaler, ZeRO stage and fragment records, and the builtins they use."""
     allowed: list[Any] = []
-    try:
-        from accelerate.utils.constants import TORCH_SAFE_GLOBALS
+    try:  # what accelerate itself allows for its RNG files (numpy arrays and dtypes, codecs.encode)
+        from accelerate.utils.other import TORCH_SAFE_GLOBALS
 
         allowed += list(TORCH_SAFE_GLOBALS)
-    except ImportError:  # pragma: no cover - older accelerate
+    except ImportError:  # pragma: no cover - other accelerate versions
         pass
-    try:
-        import numpy as np
+    import numpy as np
 
-        allowed += [np.dtype, np.ndarray, type(np.dtype("uint32")), type(np.dtype("float64")),
-                    type(np.dtype("int64"))]
-        from numpy.core.multiarray import _reconstruct  # type: ignore[attr-defined]
-
-        allowed.append(_reconstruct)
-    except ImportError:  # pragma: no cover
-        pass
+    allowed += [np.dtype, np.ndarray] + [getattr(np.dtypes, n) for n in ("UInt32DType", "Float64DType", "Int64DType")
+                                         if hasattr(np, "dtypes") and hasattr(np.dtypes, n)]
     try:  # deepspeed is a test/scale-out extra
         from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
         from deepspeed.runtime.zero.config import ZeroStageEnum

@@ -323,3 +323,17 @@ def test_a_killed_lora_run_with_dropout_resumes_equal_to_an_uninterrupted_one(ti
     assert pickled
     for p in pickled:
         load_torch(p)
+
+
+def test_a_sharded_teacher_is_refused_with_a_pointer_to_the_cached_signal():
+    """Masking edits and restores the teacher's tensors in place: a partitioned one would be edited
+    stale or empty without a word."""
+    from masters.engine.trainer import _refuse_sharded_teacher
+    from masters.errors import MastersError
+
+    model = torch.nn.Linear(4, 4)
+    _refuse_sharded_teacher(model, "teachers.0")  # whole: fine
+    model.weight.ds_id = 7  # what ZeRO-3 marks a partitioned parameter with
+    with pytest.raises(MastersError, match="sharded") as info:
+        _refuse_sharded_teacher(model, "teachers.0")
+    assert "teacher_signal: cached" in info.value.render()
