@@ -47,7 +47,7 @@ def test_a_checkpoint_of_an_unknown_architecture_is_a_clear_error(tiny_dirs, tmp
     shutil.copytree(tiny_dirs("llava"), path)
     config = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps({**config, "architectures": ["Mystery"], "model_type": "mystery"}))
-    with pytest.raises(MastersError, match="cannot load the model") as err:
+    with pytest.raises(MastersError, match="cannot (load|read) the model") as err:
         adapter_spec_for({"path": str(path), "adapter": "llava"}).build(path=path)
     assert "Mystery" in str(err.value) and str(path) in str(err.value)
 
