@@ -89,5 +89,5 @@ def test_mismatched_tokenizers_are_refused_before_any_compute(tiny_pair, tmp_pat
     spec = validate_run_spec({**config(tiny_pair, tmp_path / "run"), "teacher": str(other)})
     with pytest.raises(IncompatibleModelsError):
         generate_bank(spec, progress=False)
-    bank = tmp_path / "run" / "bank"  # nothing banked: at most the writer's lock file
-    assert not bank.exists() or {p.name for p in bank.iterdir()} <= {".masters.lock"}
+    bank = tmp_path / "run" / "bank"  # nothing banked: at most the writer's lock and ownership marks
+    assert not bank.exists() or {p.name for p in bank.iterdir()} <= {".masters.lock", ".masters-output"}
