@@ -9,9 +9,10 @@ few places. :func:`prepare_checkpoint` writes a copy that vLLM loads, applying, 
 * **processor class**: masters saves image-only processor subclasses for Qwen-VL, InternVL and
   SmolVLM (their stock processors want torchvision); vLLM loads processors by their stock class
   name, which also needs a video-processor config beside it;
-* **Gemma 3 vocabulary**: vLLM's Gemma 3 processing looks up the ``"\\n\\n"`` token around each
-  image; a tokenizer without it gets the token added (an id past the model's used ids never
-  reaches a response: the backend forbids ids past the shared vocabulary);
+* **Gemma 3 vocabulary**: vLLM's Gemma 3 processing looks up the one- to four-newline tokens
+  around each image; a tokenizer without them gets them in its word vocabulary (ids past the
+  used ones, which no text tokenizes to, so prompts are unchanged; responses never hold them:
+  the backend forbids ids past the shared vocabulary);
 * then the adapter's own ``export_for_vllm(directory)`` hook, when its class defines one (a
   plugin family's fixes).
 
@@ -30,7 +31,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 
 # model_type -> prefixes of vision towers whose keys lack the ``vision_model.`` level vLLM expects
 _VISION_MODEL_LEVEL: dict[str, tuple[str, ...]] = {
@@ -97,7 +98,7 @@ def prepare_checkpoint(src: str | os.PathLike[str], cache_root: str | os.PathLik
             shutil.copy2(path, tmp / path.name)
     _fix_processor(tmp)
     if model_type == "gemma3":
-        _add_tokens(tmp, ["\n\n", "\n"])
+        _add_tokens(tmp, ["\n", "\n\n", "\n\n\n", "\n\n\n\n"])
     hook = getattr(adapter, "export_for_vllm", None)
     if callable(hook):
         hook(tmp)
@@ -185,21 +186,21 @@ def _video_config(image: Mapping[str, Any], video_type: str) -> dict[str, Any]:
 
 
 def _add_tokens(directory: Path, tokens: list[str]) -> None:
-    """Add tokens missing from a fast tokenizer's vocabulary (at the end of it)."""
+    """Give tokens missing from a fast tokenizer's vocabulary an id, without changing how any text
+    tokenizes: they go into the model's vocabulary (not the added tokens, which would match in the
+    text), and a whitespace pre-tokenizer never hands a word model a pre-token of newlines."""
     path = directory / "tokenizer.json"
     if not path.exists():
         return
     data = json.loads(path.read_text(encoding="utf-8"))
     vocab = data.get("model", {}).get("vocab")
-    added = data.setdefault("added_tokens", [])
+    added = data.get("added_tokens", [])
     if not isinstance(vocab, dict):
         return
     present = set(vocab) | {t["content"] for t in added}
     next_id = max([*vocab.values(), *(t["id"] for t in added)], default=-1) + 1
     for token in tokens:
-        if token in present:
-            continue
-        added.append({"id": next_id, "content": token, "single_word": False, "lstrip": False, "rstrip": False,
-                      "normalized": False, "special": False})
-        next_id += 1
+        if token not in present:
+            vocab[token] = next_id
+            next_id += 1
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
