@@ -194,12 +194,12 @@ def _gathered(accelerator: Any, model: Any, optimizer: Any) -> tuple[dict[str, t
     segfaults (torch 2.13)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-    options = StateDictOptions(full_state_dict=True, cpu_offload=accelerator.device.type != "cpu")
+    options = StateDictOptions(full_state_dict=True, cpu_offload=_offload(accelerator))
     weights, optim = get_state_dict(model, optimizer, options=options)
     # FSDP1 names parameters with its wrapper prefixes; the state dict's names are the model's own.
     trainable = {_clean(n) for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
     keep = {k: v.detach().contiguous().cpu() for k, v in weights.items() if _clean(k) in trainable}
-    if len(keep) != len(trainable):
+    if len(keep) != len(trainable) and (accelerator.is_main_process or not _offload(accelerator)):
         from masters.errors import MastersError
 
         raise MastersError(f"the gathered state dict has {len(keep)} of the {len(trainable)} trainable tensors",
@@ -221,7 +221,7 @@ def gathered_state_dict(accelerator: Any, model: Any) -> dict[str, torch.Tensor]
     if is_fsdp(accelerator):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        options = StateDictOptions(full_state_dict=True, cpu_offload=accelerator.device.type != "cpu")
+        options = StateDictOptions(full_state_dict=True, cpu_offload=_offload(accelerator))
         return {k: v.detach().cpu() for k, v in get_model_state_dict(model, options=options).items()}
     if is_deepspeed(accelerator):
         state = accelerator.get_state_dict(model)  # ZeRO-3: gathered on every rank, returned on the main one
@@ -293,3 +293,12 @@ def _py_random_state() -> Any:
 def _from_json(value: Any) -> Any:
     version, internal, gauss = value
     return (version, tuple(internal), gauss)
+
+
+def _offload(accelerator: Any) -> bool:
+    """Gather full state dicts onto rank 0 only (``cpu_offload``: the other ranks get nothing, so no
+    rank but the writer holds a whole copy). FSDP1 on CPU segfaults with it (torch 2.13), so FSDP1
+    gathers on every rank there."""
+    if accelerator.device.type != "cpu":
+        return True
+    return getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1) == 2
