@@ -94,7 +94,8 @@ def build_backend_model(name: str, root: Path) -> Path:
     return path
 
 
-def bench_backends(name: str, dtype: str, root: Path, batch_size: int, new_tokens: int, repeats: int) -> dict:
+def bench_backends(name: str, dtype: str, root: Path, batch_size: int, new_tokens: int, repeats: int,
+                   threads: int = 1) -> dict:
     """hf vs vllm sessions on one batch of the bank path: alternating calls, medians, start-ups apart."""
     from masters.backends.specs import HFBackendSpec, VLLMBackendSpec
     from masters.config import run_spec_model
@@ -116,7 +117,7 @@ def bench_backends(name: str, dtype: str, root: Path, batch_size: int, new_token
     vocab_limit = len(hf.adapter.tokenizer)
     hf.vocab_limit = vocab_limit
     backend = VLLMBackendSpec(keep_engines=False, kv_cache_mib=128, max_num_seqs=max(batch_size, 8),
-                              reduced_precision="refuse" if dtype == "float32" else "own_bank").build()
+                              threads=threads, reduced_precision="refuse" if dtype == "float32" else "own_bank").build()
     worker_started = time.perf_counter()
     worker = backend.worker()
     worker_s = time.perf_counter() - worker_started if worker.startup_s > 0 else 0.0
@@ -165,7 +166,8 @@ def main_backends(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="masters-bench-") as tmp:
         for name in args.backend_models:
             for dtype in args.dtypes:
-                row = bench_backends(name, dtype, Path(tmp), args.batch_size, args.new_tokens, args.repeats)
+                row = bench_backends(name, dtype, Path(tmp), args.batch_size, args.new_tokens, args.repeats,
+                                     args.threads)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     from masters.backends.vllm import shared_worker, stop_workers
@@ -178,8 +180,8 @@ def main_backends(args: argparse.Namespace) -> int:
         "(vLLM engine in its own venv and process, the same sampler as a logits processor), one "
         f"GenerationSession.generate call of {args.batch_size} rows (two per question, per-row seeds) with sampling "
         f"settings {SAMPLING} and max_new_tokens {args.new_tokens}; tokens/s = generated tokens / median call time "
-        f"over {args.repeats} alternating calls after one warm-up; start-ups (hf model load, vLLM worker import, "
-        "vLLM engine) measured apart",
+        f"over {args.repeats} alternating calls after one warm-up; {args.threads} torch/OpenMP thread(s) on each "
+        "side; start-ups (hf model load, vLLM worker import, vLLM engine) measured apart",
         "machine": {"python": sys.version.split()[0], "torch": torch.__version__,
                     "transformers": transformers.__version__, "vllm": hello.get("vllm"),
                     "vllm_torch": hello.get("torch"), "vllm_transformers": hello.get("transformers"),

@@ -100,7 +100,9 @@ class HFVLMAdapter:
     * ``extra_linear_weights``: raw 2-D parameters used as linear maps, with their part;
     * :meth:`model_class_for`: the transformers class that loads a checkpoint (rarely needed);
     * ``tiny_checkpoint(out_dir) -> path`` (optional classmethod): a tiny checkpoint of the family,
-      which the conformance kit (``masters.testing``) runs its checks on.
+      which the conformance kit (``masters.testing``) runs its checks on;
+    * :meth:`export_for_vllm`: fixes a copy of the checkpoint needs before vLLM loads it (the
+      ``vllm`` generation backend calls it after its built-in fixes; default none).
 
     A trainer that wraps the model (DDP, FSDP, DeepSpeed) sets ``forward_module`` to the wrapper:
     teacher forcing then runs through it so gradients synchronise; everything else reads
@@ -493,6 +495,12 @@ class HFVLMAdapter:
                 fix=f"extend {type(self).__name__}.part_prefixes to cover them",
             )
         return parts
+
+    def export_for_vllm(self, directory: str | Path) -> None:
+        """Family hook: adjust ``directory``, a copy of this checkpoint prepared for vLLM, in place
+        (weight names, processor configs, tokenizer entries vLLM reads differently). Called by the
+        ``vllm`` backend after its built-in fixes (``masters.backends.vllm_export``); default none."""
+        return None
 
     # -- saving ----------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:

@@ -60,3 +60,25 @@ def test_rows_prompt_ids_and_logprobs_equal_hf(family, vllm_worker, vllm_checkpo
         finally:
             hf.close()
             vllm.close()
+
+
+@pytest.mark.slow
+def test_vllm_backend_passes_the_backend_conformance_kit(vllm_worker, vllm_checkpoints, tmp_path):
+    """masters.testing's backend kit (per-row seeds, vocabulary, EOS, masked levels ...) on a
+    head-size-32 LLaVA whose generation config lists many EOS ids, as the kit's own checkpoint does."""
+    import json
+    import shutil
+
+    from masters.backends.specs import VLLMBackendSpec
+    from masters.testing import check_backend
+    from masters.testing.backends import EOS_SHARE, _tokenizer_info
+
+    model = tmp_path / "multi-eos"
+    shutil.copytree(vllm_checkpoints["teacher"], model)
+    info = _tokenizer_info(model)
+    config = json.loads((model / "generation_config.json").read_text())
+    words = [i for i in range(info["vocab_limit"]) if i not in info["special"]]
+    config["eos_token_id"] = [info["eos"], *words[::EOS_SHARE]]
+    (model / "generation_config.json").write_text(json.dumps(config, indent=2))
+    report = check_backend(VLLMBackendSpec(**BACKEND), model_dir=model)
+    assert all(v == "ok" for v in report.values()), report
