@@ -36,6 +36,7 @@ from masters.engine.identity import derived_seed, provenance, stage_hash
 from masters.engine.plan import PlannedStep, training_plan
 from masters.engine.progress import progress_bar
 from masters.errors import MastersError
+from masters.files import append_line, atomic_directory, atomic_write, guarded_load
 from masters.interfaces import ObjectiveNeeds, StepInputs
 
 if TYPE_CHECKING:
@@ -102,15 +103,21 @@ def build_teacher_cache(spec: RunSpec, *, splits: dict[str, list[Any]] | None = 
     if spec.training.teacher_signal != "cached":
         raise MastersError("the config does not use the cached teacher signal", where="training.teacher_signal",
                            fix="set teacher_signal: cached")
-    trainer = Trainer(spec, splits=splits)
-    trainer._setup()
+    from masters.engine.locks import run_outputs
+
+    with run_outputs(spec, "train --cache-only"):
+        trainer = Trainer(spec, splits=splits)
+        trainer._setup()
     return training_dir(spec) / "teacher_cache"
 
 
 def train(spec: RunSpec, *, splits: dict[str, list[Any]] | None = None, progress: bool = True,
           accelerator: Any = None) -> TrainResult:
     """Train the student per ``spec``; resume from the last checkpoint of ``output_dir``."""
-    return Trainer(spec, splits=splits, accelerator=accelerator).run(progress=progress)
+    from masters.engine.locks import run_outputs
+
+    with run_outputs(spec, "train"):  # one writer per directory (decision 19); rank 0 takes it
+        return Trainer(spec, splits=splits, accelerator=accelerator).run(progress=progress)
 
 
 class Trainer:
@@ -275,10 +282,12 @@ class Trainer:
         last = latest_checkpoint(ckpt_dir)
         barrier(self.accelerator)  # every rank has looked before any rank writes: they resume together
         if last is not None:
-            if json.loads((last / "state.json").read_text()).get("identity") != self.identity:
-                raise MastersError("checkpoint of another training config", where=str(last),
-                                   fix="delete this checkpoint directory to start over")
-            state = load_distributed(self.accelerator, last, self.model, self.optimizer)
+            with guarded_load(last, "training checkpoint", fix="delete this checkpoint directory to resume from the "
+                              "one before (or the whole checkpoints directory to start over)"):
+                if json.loads((last / "state.json").read_text()).get("identity") != self.identity:
+                    raise MastersError("checkpoint of another training config", where=str(last),
+                                       fix="delete this checkpoint directory to start over")
+                state = load_distributed(self.accelerator, last, self.model, self.optimizer)
             start = state["step"]
         metrics_path = train_dir / "metrics.jsonl"
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -293,8 +302,7 @@ class Trainer:
                 for step in self.plan[start:]:
                     last_metrics = self._optimizer_step(step)
                     if self.accelerator.is_main_process:
-                        with open(metrics_path, "a", encoding="utf-8") as handle:
-                            handle.write(json.dumps(last_metrics) + "\n")
+                        append_line(metrics_path, json.dumps(last_metrics))
                     self._log_trackers(last_metrics)
                     done = step.step + 1
                     if done % self.t.checkpoint_every == 0 or done == total:
@@ -555,9 +563,11 @@ class Trainer:
         self.student.model = model
         was = model.training
         model.eval()
-        self.student.save(directory)
+        # Atomic (decision 18): a failed save (a full disk) leaves the previous student loadable.
+        with atomic_directory(directory) as tmp:
+            self.student.save(tmp)
+            self._write_run_record(tmp)
         model.train(was)
-        self._write_run_record(directory)
 
     def _whole_student(self, state: dict[str, torch.Tensor]) -> Any:
         """A fresh copy of the student on the CPU with a gathered state dict loaded (full shapes checked)."""
@@ -594,8 +604,17 @@ class Trainer:
         """Drop lines of steps that will be trained again after a resume: no duplicates."""
         if not path.exists():
             return
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < start]
-        path.write_text("".join(ln + "\n" for ln in lines))
+        lines = []
+        with guarded_load(path, "metrics file", fix="delete it: the metrics of the steps still to run are rewritten"):
+            text = path.read_text(encoding="utf-8")
+        for ln in text.splitlines():
+            try:  # a kill mid-append leaves a partial last line: it is dropped with the steps after start
+                record = json.loads(ln)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] < start:
+                lines.append(ln)
+        atomic_write(path, "".join(ln + "\n" for ln in lines))  # a kill here leaves the old file, never an empty one
 
 
 def _seed_everything(seed: int) -> None:
