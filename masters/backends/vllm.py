@@ -415,3 +415,36 @@ class VLLMSession:
         self.masked = None
         self.adapter = None
         gc.collect()
+
+
+class SessionJudgeAdapter:
+    """A generation backend's session in the place of an adapter, for the adapter-backed LLM judge
+    (``llm_judge`` with ``generation_backend: vllm``): greedy text-only ``generate`` and ``decode``.
+    Opened on first use; banned ids as in the bank (special tokens other than EOS)."""
+
+    def __init__(self, backend_spec: Any, model_path: str | os.PathLike[str]):
+        self.backend_spec = backend_spec
+        self.model_path = str(model_path)
+        self.session: Any = None
+
+    def _open(self) -> Any:
+        if self.session is None:
+            from masters.adapters.resolve import load_tokenizer
+
+            vocab = len(load_tokenizer(self.model_path, where="llm_judge").get_vocab())
+            self.session = self.backend_spec.build().open({"path": self.model_path}, vocab_limit=vocab)
+        return self.session
+
+    def generate(self, samples: Sequence[Any], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 **_: Any) -> list[list[int]]:
+        session = self._open()
+        settings = SamplingSettings(temperature=temperature, max_new_tokens=max_new_tokens)
+        return [g.token_ids for g in session.generate(list(samples), [0] * len(samples), settings)]
+
+    def decode(self, responses: Sequence[Sequence[int]]) -> list[str]:
+        return self._open().decode(responses)
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None

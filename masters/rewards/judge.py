@@ -174,6 +174,12 @@ class LLMJudgeReward:
         return replies
 
     def _load_adapter(self) -> Any:
+        if self._adapter is None and getattr(self.spec, "generation_backend", None):
+            from masters.backends.vllm import SessionJudgeAdapter
+            from masters.config import validate_component
+
+            backend = validate_component("backend", self.spec.generation_backend, where="llm_judge.generation_backend")
+            self._adapter = SessionJudgeAdapter(backend, self._model_path)
         if self._adapter is None:  # lazily: building the reward (validation, listing) loads no weights
             from masters.adapters.resolve import resolve_adapter
 

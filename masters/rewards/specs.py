@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_serializer, model_validator
 
@@ -122,7 +122,8 @@ class LLMJudgeRewardSpec(RewardSpec):
     implementation: ClassVar[str] = "masters.rewards.judge:LLMJudgeReward"
     name: Literal["llm_judge"] = "llm_judge"
     operational_fields: ClassVar[frozenset[str]] = frozenset(
-        {"batch_size", "api_key_env", "timeout_s", "max_retries", "retry_backoff_s", "concurrency", "give_up_after"}
+        {"batch_size", "api_key_env", "timeout_s", "max_retries", "retry_backoff_s", "concurrency", "give_up_after",
+         "generation_backend"}
     )
     """Fields that change how the judge is reached, not what it answers (a score key may ignore them)."""
 
@@ -143,6 +144,10 @@ class LLMJudgeRewardSpec(RewardSpec):
         None,
         description="adapter: local checkpoint directory of the judge; null judges with the run's unmasked "
         "teacher (the paper's choice).",
+    )
+    generation_backend: Optional[Union[str, dict[str, Any]]] = Field(
+        None, description="adapter: decode through this generation backend (a name such as vllm, whose greedy rows "
+        "equal hf's, or {name: ..., fields}) instead of the adapter's transformers generate; null: the adapter's.",
     )
     max_new_tokens: int = Field(256, ge=1, description="Longest judge reply in tokens (both prompts).")
     batch_size: int = Field(16, ge=1, description="adapter: prompts per generate() call.")

@@ -163,3 +163,18 @@ def test_evaluate_through_the_vllm_backend_equals_the_adapter_path(vllm_worker, 
     want = evaluate_model(path, test, rewards, max_new_tokens=6, batch_size=4)
     got = evaluate_model(path, test, rewards, max_new_tokens=6, batch_size=4, backend=VLLMBackendSpec(**BACKEND))
     assert got.examples == want.examples and got.accuracy == want.accuracy
+
+
+def test_adapter_judge_through_the_vllm_backend_equals_the_hf_backend(vllm_worker, vllm_checkpoints):
+    from masters.config import validate_component
+
+    prompts = ["is the circle red", "how many squares are there", "what colour is the triangle"]
+    replies = {}
+    for backend in ("hf", {**BACKEND}):
+        spec = validate_component("reward", {"name": "llm_judge", "model": str(vllm_checkpoints["student"]),
+                                             "generation_backend": backend, "max_new_tokens": 8})
+        judge = spec.build()
+        replies["hf" if backend == "hf" else "vllm"] = judge._complete_adapter(prompts)
+        judge._adapter.close()
+    assert replies["hf"] == replies["vllm"]
+    assert all(isinstance(r, str) for r in replies["vllm"])
