@@ -58,7 +58,10 @@ class VLLMBackendSpec(BackendSpec):
     keep_engines: bool = Field(False, description="Keep a model's engine open after its session closes, "
                                "for the next one (tests, benchmarks).")
     startup_timeout_s: float = Field(600.0, gt=0, description="Longest wait for the worker to start.")
-    threads: Optional[int] = Field(None, ge=1, description="Torch threads of the worker; default vLLM's choice.")
+    threads: Optional[int] = Field(
+        None, ge=1, description="Torch/OpenMP threads of the worker; default the environment's OMP_NUM_THREADS, "
+        "else vLLM's choice. On cores shared with other work use 1: spinning OpenMP threads made the engine 2-8x "
+        "slower in benchmarks/generation.py --backends.")
     cache_dir: Optional[str] = Field(None, description="Where prepared (vLLM-ready) checkpoint copies are "
                                      "kept; default a temporary directory per worker.")
 
