@@ -41,8 +41,9 @@ OLD_MARK = ".masters-old."
 OWNER_MARK = ".masters-output"  # written into every output directory masters claims
 LOCK_NAME = ".masters.lock"
 _OWN = re.compile(r"^\.(?P<name>.+)\.masters-(?P<kind>tmp|old)\.(?P<pid>\d+)\.[0-9a-f]{8}$")
-# Temporaries of earlier masters versions (``part-<hex>.parquet.tmp`` beside the shards).
-_LEGACY = re.compile(r"^(part|scores|cache)-[0-9a-f]{12}\.parquet\.tmp$")
+# Temporaries of earlier masters versions (``part-<hex>.parquet.tmp`` beside the shards,
+# ``ref-<hex>.parquet.tmp`` in the reference store, ``step-NNNNNN.tmp/`` among the checkpoints).
+_LEGACY = re.compile(r"^((part|scores|cache|ref)-[0-9a-f]{12}\.parquet\.tmp|step-\d{6}\.tmp)$")
 # What an earlier masters run leaves in a directory: such a directory may be written again.
 EARLIER_OUTPUT = (OWNER_MARK, "stages.json", "bank.json", "bank/bank.json", "student/masters_run.json",
                   ".masters-demo", "masters_run.json", "results.json")
@@ -288,7 +289,8 @@ def clean_temporaries(directory: str | os.PathLike[str], *, recursive: bool = Tr
         return 0
     removed = 0
     candidates = directory.rglob(".*.masters-*") if recursive else directory.glob(".*.masters-*")
-    legacy = directory.rglob("*.parquet.tmp") if recursive else directory.glob("*.parquet.tmp")
+    legacy = [p for pattern in ("*.parquet.tmp", "step-*.tmp")
+              for p in (directory.rglob(pattern) if recursive else directory.glob(pattern))]
     for path in sorted({*candidates, *legacy}):
         match = _OWN.match(path.name)
         if match and match["kind"] == "old":

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from masters.cli.output import console
+from masters.files import atomic_write_json
 
 
 def _levels(text: str) -> list[float]:
@@ -54,7 +55,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         console().print(table)
     out.mkdir(parents=True, exist_ok=True)
     plot = plot_report(report, out / "probe.png")
-    (out / "probe.json").write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n")
+    atomic_write_json(out / "probe.json", report.to_json(), default=str)
     console().print(f"plot: {plot}\nreport: {out / 'probe.json'} ({report.seconds:.0f} s)")
     error = failure(report)
     if error is not None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from masters.demo.spec import PHASES, DemoModel, DemoSpec
 from masters.engine.identity import provenance, stage_hash
+from masters.files import atomic_write
 
 if TYPE_CHECKING:
     from masters.specs import RunSpec
@@ -375,4 +376,4 @@ def _clear(directory: Path) -> None:
                                fix="choose another --output directory")
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
-    (directory / MARKER).write_text("masters demo run directory\n")
+    atomic_write(directory / MARKER, "masters demo run directory\n")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import shutil
 import sys
 import time
@@ -33,6 +32,7 @@ from typing import Any
 from pydantic import Field
 
 from masters.engine.identity import provenance, stage_hash
+from masters.files import atomic_write_json
 from masters.specs import StrictModel
 
 IMAGE_SIZE = 48
@@ -159,13 +159,13 @@ def trained_model(spec: GapSpec, role: str, tokenizer: Path, splits: Mapping[str
         curve["accuracy"].append(acc)
         say(f"  {role}: pass {p + 1}/{model.passes}: validation {key} {acc:.3f} "
             f"({time.perf_counter() - began:.0f} s)")
+    atomic_write_json(Path(current) / "plateau.json", curve)  # written before the rename: final is whole
     shutil.move(str(current), str(final))
-    (final / "plateau.json").write_text(json.dumps(curve, indent=2) + "\n")
     for leftover in home.glob("pass-*"):
         shutil.rmtree(leftover, ignore_errors=True)
-    (home / "done.json").write_text(json.dumps({"settings": model.model_dump(mode="json"), "curve": curve,
-                                                "seconds": round(time.perf_counter() - began, 1),
-                                                "provenance": provenance()}, indent=2) + "\n")
+    atomic_write_json(home / "done.json", {"settings": model.model_dump(mode="json"), "curve": curve,
+                                           "seconds": round(time.perf_counter() - began, 1),
+                                           "provenance": provenance()})  # recorded done only now
     return final, False
 
 

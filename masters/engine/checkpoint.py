@@ -1,8 +1,13 @@
 """Atomic training checkpoints, for one process and for every distributed engine.
 
-A checkpoint is written into ``step-NNNNNN.tmp/`` and renamed into place by the main process
-once every rank has written its part, so a run killed while writing leaves the previous
-checkpoint intact. Layout (``state.json`` names the ``format``):
+A checkpoint is written into a temporary sibling of the program's own name
+(``.step-NNNNNN.masters-tmp.<pid>.<hex>/``, :func:`masters.files.temp_sibling`; the main process
+draws it and broadcasts it to the other ranks) and renamed into place by the main process once
+every rank has written its part, so a run killed while writing leaves the previous checkpoint
+intact; :func:`masters.files.clean_temporaries` removes what a killed writer left (and nothing
+else). Pruned checkpoints are first renamed to such a name, then removed.
+
+Layout (``state.json`` names the ``format``):
 
 - ``full`` (one process, DDP, FSDP1, FSDP2): ``model.safetensors`` holds the trainable tensors,
   whole; ``optimizer.pt`` the optimizer state. Under FSDP both are gathered through
@@ -31,6 +36,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from masters.files import _fsync_dir, _fsync_file, atomic_write, atomic_write_json, temp_sibling
 
 KEEP = 2
 FULL, DEEPSPEED = "full", "deepspeed"
@@ -124,9 +131,8 @@ def save_distributed(accelerator: Any, directory: Path, step: int, model: Any, o
     from masters.engine.distributed import barrier, is_deepspeed, is_fsdp
 
     main = accelerator.is_main_process
-    tmp = directory / f"step-{step:06d}.tmp"
-    if main:
-        _fresh_tmp(directory, step)
+    tmp = _fresh_tmp(directory, step) if main else None
+    tmp = _shared_path(accelerator, tmp)
     barrier(accelerator)
     if is_deepspeed(accelerator):
         fmt = DEEPSPEED
@@ -232,20 +238,62 @@ def gathered_state_dict(accelerator: Any, model: Any) -> dict[str, torch.Tensor]
 # -- shared pieces ---------------------------------------------------------------------------------
 def _fresh_tmp(directory: Path, step: int) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f"step-{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_sibling(directory / f"step-{step:06d}")
     tmp.mkdir()
     return tmp
 
 
+def _shared_path(accelerator: Any, path: Path | None) -> Path:
+    """The main process's ``path`` on every rank (the temporary name carries the main's pid)."""
+    if accelerator.num_processes <= 1:
+        assert path is not None
+        return path
+    from accelerate.utils import broadcast_object_list
+
+    box = [str(path) if path is not None else None]
+    broadcast_object_list(box, from_process=0)
+    return Path(box[0])
+
+
 def _publish(directory: Path, tmp: Path, step: int, state: dict[str, Any]) -> Path:
+    """Rename the complete ``tmp`` to ``step-NNNNNN`` (a failure removes ``tmp`` and keeps what was
+    there), then prune all but the last :data:`KEEP` checkpoints."""
+    from masters.engine.faults import fs_fault
+
     final = directory / f"step-{step:06d}"
-    (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in sorted(p for p in directory.glob("step-*") if not p.name.endswith(".tmp"))[:-KEEP]:
+    old = None
+    try:
+        atomic_write_json(tmp / "state.json", {**state, "step": step})
+        fs_fault(final)
+        for child in tmp.rglob("*"):
+            if child.is_file():
+                _fsync_file(child)
+        if final.exists():  # a step written again (a resumed run): the previous one stays until the swap
+            old = temp_sibling(final, "old")
+            os.replace(final, old)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not final.exists():
+            os.replace(old, final)
+        raise
+    _fsync_dir(directory)
+    if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    for stale in sorted(p for p in directory.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))[:-KEEP]:
+        _remove_dir(stale)
     return final
+
+
+def _remove_dir(path: Path) -> None:
+    """Remove a directory so that a kill never leaves it half there under its own name: rename it
+    to a temporary of masters' own (which :func:`clean_temporaries` finishes), then remove it."""
+    doomed = temp_sibling(path)
+    try:
+        os.replace(path, doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _read_state(path: Path) -> dict[str, Any]:
@@ -267,7 +315,7 @@ def _save_rng(directory: Path, rank: int) -> None:
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda{i}"] = s
     save_file(tensors, str(directory / f"rng-rank{rank}.safetensors"))
-    (directory / f"rng-rank{rank}.json").write_text(json.dumps({"python_random": _py_random_state()}) + "\n")
+    atomic_write(directory / f"rng-rank{rank}.json", json.dumps({"python_random": _py_random_state()}) + "\n")
 
 
 def _load_rng(path: Path, rank: int, state: dict[str, Any]) -> None:

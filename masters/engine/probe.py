@@ -510,8 +510,13 @@ def plot_report(report: ProbeReport, path: str | Path) -> Path:
     axes[2].set_title("G3: distillation reward spread")
     axes[2].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from masters.files import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:  # decision 18: the PNG appears whole or not at all
+            fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path
 
 

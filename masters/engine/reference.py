@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import torch
 
 from masters.engine.faults import kill_point
+from masters.files import atomic_path, clean_temporaries
 
 SCHEMA = pa.schema([pa.field("row_id", pa.string(), nullable=False),
                     pa.field("logprobs", pa.list_(pa.float32()), nullable=False)])
@@ -42,16 +43,16 @@ class ReferenceStore:
         self._values = None
 
     def clean_partial(self) -> None:
-        """Remove a killed writer's temporary files (only before any process writes again)."""
-        for tmp in self.directory.glob("*.tmp"):
-            tmp.unlink(missing_ok=True)
+        """Remove the temporaries killed writers left (masters' own names of processes that are gone,
+        see :func:`masters.files.clean_temporaries`; a live writer's file and a user's ``*.tmp`` stay)."""
+        clean_temporaries(self.directory, recursive=False)
 
     def write(self, rows: Mapping[str, list[float]]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / f"ref-{uuid.uuid4().hex[:12]}.parquet"
-        tmp = final.with_suffix(".parquet.tmp")
-        pq.write_table(pa.Table.from_pylist([{"row_id": k, "logprobs": v} for k, v in rows.items()], schema=SCHEMA), tmp)
-        tmp.replace(final)
+        table = pa.Table.from_pylist([{"row_id": k, "logprobs": v} for k, v in rows.items()], schema=SCHEMA)
+        with atomic_path(final) as tmp:
+            pq.write_table(table, tmp)
         self.values().update(rows)
 
     def tensor(self, row_ids: Sequence[str], length: int) -> torch.Tensor:

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import torch
 
 from masters.engine.faults import kill_point
+from masters.files import atomic_path, clean_temporaries
 from masters.errors import MastersError
 
 SCHEMA = pa.schema([
@@ -75,17 +76,16 @@ class TeacherCache:
         self._entries = None
 
     def clean_partial(self) -> None:
-        """Remove a killed writer's temporary files (only before any process writes again)."""
-        for tmp in self.directory.glob("*.tmp"):
-            tmp.unlink(missing_ok=True)
+        """Remove the temporaries killed writers left (masters' own names of processes that are gone,
+        see :func:`masters.files.clean_temporaries`; a live writer's file and a user's ``*.tmp`` stay)."""
+        clean_temporaries(self.directory, recursive=False)
 
     def write(self, items: Mapping[str, tuple[list[list[int]], list[list[float]]]]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / f"cache-{uuid.uuid4().hex[:12]}.parquet"
-        tmp = final.with_suffix(".parquet.tmp")
         rows = [{"key": k, "topk_ids": ids, "topk_logprobs": lps} for k, (ids, lps) in items.items()]
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
-        tmp.replace(final)
+        with atomic_path(final) as tmp:
+            pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
         self.entries().update(items)
 
     def tensors(self, keys: Sequence[str], length: int, device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:

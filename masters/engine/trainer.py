@@ -348,7 +348,7 @@ class Trainer:
             run = mlflow.active_run()
             if run is not None:
                 directory.mkdir(parents=True, exist_ok=True)
-                (directory / "mlflow_run_id").write_text(run.info.run_id + "\n")
+                atomic_write(directory / "mlflow_run_id", run.info.run_id + "\n")
 
     def _end_trackers(self) -> None:
         # Not accelerator.end_training(): that also destroys the process group, still needed here.

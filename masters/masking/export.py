@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from masters.errors import MastersError
+from masters.files import atomic_directory, glob_escape, own_temporary
 from masters.ratios import Ratio
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
@@ -61,17 +62,30 @@ def export_masked_checkpoint(
     spec = masker_spec.model_copy(update={"memory": "stored"})  # export writes the masked weights themselves
     teacher = MaskedTeacher.from_model(model, masker, [level], maskable=maskable, memory=spec.memory)
     teacher.set_level(level)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    for item in source.iterdir():  # tokenizer, processor and chat template travel with the weights
-        if item.is_file() and not item.name.endswith(WEIGHT_SUFFIXES) and not (out / item.name).exists():
-            if item.name.endswith(".index.json") or item.name == "config.json":
-                continue
-            shutil.copy2(item, out / item.name)
     report = teacher.report()
     data = report.to_dict()
     data["source"] = str(source)
     data["masker_spec"] = masker_spec.model_dump(mode="json")
-    (out / REPORT_NAME).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    # One atomic directory (decision 18): ``out`` appears only complete, weights, tokenizer files and
+    # report together; a killed export leaves only a temporary of masters' own name beside it.
+    _clean_killed_exports(out)
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp)
+        for item in source.iterdir():  # tokenizer, processor and chat template travel with the weights
+            if item.is_file() and not item.name.endswith(WEIGHT_SUFFIXES) and not (tmp / item.name).exists():
+                if item.name.endswith(".index.json") or item.name == "config.json":
+                    continue
+                shutil.copy2(item, tmp / item.name)
+        (tmp / REPORT_NAME).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     teacher.close()
     return report
+
+
+def _clean_killed_exports(out: Path) -> None:
+    """Remove what killed exports of ``out`` left beside it: only ``.<out>.masters-tmp.<pid>.*`` of
+    processes that are gone (:func:`masters.files.own_temporary`), nothing else in the parent."""
+    if not out.parent.is_dir():
+        return
+    for path in out.parent.glob(f".{glob_escape(out.name)}.masters-tmp.*"):
+        if own_temporary(path) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)

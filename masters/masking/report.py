@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +76,6 @@ class SparsityReport:
         }
 
     def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
+        from masters.files import atomic_write_json
+
+        return atomic_write_json(Path(path), self.to_dict())

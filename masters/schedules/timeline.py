@@ -33,10 +33,14 @@ def plot_timeline(chain: TeacherChain, total_steps: int, path: str | Path) -> Pa
     ax.set_title("Masters restore schedule")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
+    from masters.files import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:  # decision 18: the PNG appears whole or not at all
+            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path
 
 
