@@ -31,6 +31,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from masters.files import glob_escape, own_temporary, temp_sibling
+
 EXPORT_VERSION = 2
 
 # model_type -> prefixes of vision towers whose keys lack the ``vision_model.`` level vLLM expects
@@ -81,9 +83,14 @@ def prepare_checkpoint(src: str | os.PathLike[str], cache_root: str | os.PathLik
     dst = Path(cache_root) / f"{src.name}-{source_key(src)}"
     if (dst / ".masters-prepared").exists():
         return dst
-    tmp = dst.with_name(dst.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # Decision 18: a temporary of masters' own name, renamed into place whole; what killed preparers
+    # left (their pid gone) is removed, nothing else in the cache.
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dst.parent.glob(f".{glob_escape(dst.name)}.masters-tmp.*"):
+        if own_temporary(stale) and stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = temp_sibling(dst)
+    tmp.mkdir()
     rename = key_renamer(model_type)
     for path in sorted(src.iterdir()):
         if not path.is_file():
