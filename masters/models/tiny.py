@@ -12,7 +12,9 @@ The shapes are what make these models fast on CPU: 32 px images cut into 8 px pa
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -105,8 +107,25 @@ def build_tokenizer(out_dir: str | Path | None = None, *, words: list[str] | Non
         words = shapes_vocabulary()
     tok = train_word_tokenizer([" ".join(words)])
     if out_dir is not None:
-        tok.save_pretrained(str(out_dir))
+        _save_files_into(Path(out_dir), lambda tmp: tok.save_pretrained(str(tmp)), last=("tokenizer.json",))
     return tok
+
+
+def _save_files_into(out: Path, write: Any, last: tuple[str, ...] = ()) -> None:
+    """Decision 18 for a directory that may hold other files: ``write`` fills a temporary directory of
+    masters' own name beside ``out``, then each file is renamed into ``out`` (the ``last`` names after
+    the others, so they are there only when everything is). A kill leaves whole files only."""
+    from masters.files import temp_sibling
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(out)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        for path in sorted(tmp.iterdir(), key=lambda p: (p.name in last, last.index(p.name) if p.name in last else 0)):
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def family_tokenizer(family: str, base):
@@ -285,9 +304,10 @@ def build_tiny_model(
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(out))
-        proc.save_pretrained(str(out))
-        (out / "masters_tiny.json").write_text(json.dumps({"family": family, "size": dims.__dict__, "seed": seed}))
+        def write(tmp: Path) -> None:
+            model.save_pretrained(str(tmp))
+            proc.save_pretrained(str(tmp))
+            (tmp / "masters_tiny.json").write_text(json.dumps({"family": family, "size": dims.__dict__, "seed": seed}))
+
+        _save_files_into(Path(out_dir), write, last=("config.json", "masters_tiny.json"))
     return model, proc
