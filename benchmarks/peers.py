@@ -211,10 +211,10 @@ def worker_masters(a: dict) -> dict:
     extra: dict = {}
 
     class Timed(Trainer):
-        def _reference(self):
+        def _reference(self, *args, **kwargs):  # the trainer's signature moves (model passed since the engine rework)
             t = time.perf_counter()
             try:
-                return super()._reference()
+                return super()._reference(*args, **kwargs)
             finally:
                 extra["reference_s"] = time.perf_counter() - t
 
