@@ -10,6 +10,10 @@ own process, and copied into every run), so the training processes hold only the
 sharding can shrink. One more row per engine trains with the online teacher (held whole on every
 rank), reported without a target.
 
+Each rank also logs its RSS after every phase (``MASTERS_MEMORY_LOG``: student loaded, reference
+pass, prepared, each step, checkpoint, student saved), and each rank's stderr is kept
+(``--tee``) so that a failed rank's own traceback is reported.
+
 Target: ZeRO-3's and FSDP2's per-rank peak <= 0.65 x DDP's (cached teacher signal).
 """
 
@@ -128,6 +132,8 @@ def bench(engine: str, base: Path, runs: Path, env: dict, *, cached: bool, steps
     import yaml
 
     out = runs / f"{engine}-{'cached' if cached else 'online'}"
+    logs = runs / f"{out.name}.logs"
+    shutil.rmtree(logs, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(base, out, ignore=shutil.ignore_patterns("ready", "student", "stages.json"))
     for ckpt in out.glob("train/*/checkpoints"):
@@ -143,13 +149,26 @@ def bench(engine: str, base: Path, runs: Path, env: dict, *, cached: bool, steps
         port = str(probe.getsockname()[1])
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / ENGINES[engine]),
            "--num_processes", "2", "--main_process_port", port, "--num_cpu_threads_per_process", "1",
-           "-m", "masters.cli", "train", str(path)]
+           "--tee", "3", "--log_dir", str(logs), "-m", "masters.cli", "train", str(path)]
+    memory_log = runs / f"{out.name}.memory.jsonl"
+    memory_log.unlink(missing_ok=True)
     began = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**env, "MASTERS_MEMORY_LOG": str(memory_log)})
     with PerProcessPeak(proc.pid) as sampler:
         _, err = proc.communicate(timeout=3600)
-    if proc.returncode != 0:
-        raise SystemExit(f"{engine}: failed\n{err[-4000:]}")
+    if proc.returncode != 0:  # each rank's own stderr: the launcher's tail names only the rank that exited
+        ranks = "\n".join(f"--- {log.relative_to(logs)}\n{log.read_text(errors='replace')[-3000:]}"
+                          for log in sorted(logs.rglob("stderr.log")))
+        print(f"{engine}: failed\n{err[-2000:]}\n{ranks}", file=sys.stderr, flush=True)
+        errors = [line.strip() for log in sorted(logs.rglob("stderr.log"))
+                  for line in log.read_text(errors="replace").splitlines() if "Error:" in line]
+        return {"engine": engine, "teacher_signal": "cached" if cached else "online", "ranks": 2, "failed": True,
+                "error": errors[-1][:300] if errors else f"exit {proc.returncode}"}
+    phases: dict[str, dict[int, float]] = {}
+    for line in memory_log.read_text().splitlines() if memory_log.exists() else []:
+        entry = json.loads(line)
+        phases.setdefault(entry["phase"], {})[entry["rank"]] = entry["rss_mib"]
     (metrics,) = out.glob("train/*/metrics.jsonl")
     rows = [json.loads(x) for x in metrics.read_text().splitlines()]
     workers = sampler.workers()
@@ -159,7 +178,8 @@ def bench(engine: str, base: Path, runs: Path, env: dict, *, cached: bool, steps
             "peak_rss_per_rank_mib": round(max(workers) / 2**20, 1),
             "peak_rss_ranks_mib": [round(w / 2**20, 1) for w in sorted(workers)],
             "step_seconds_median": round(statistics.median(r["step_seconds"] for r in rows[1:] or rows), 3),
-            "steps": len(rows), "wall_seconds": round(time.perf_counter() - began, 1)}
+            "steps": len(rows), "wall_seconds": round(time.perf_counter() - began, 1),
+            "rss_after_phase_mib": {phase: [ranks.get(0), ranks.get(1)] for phase, ranks in phases.items()}}
 
 
 def main() -> int:
@@ -185,14 +205,17 @@ def main() -> int:
             row = bench(engine, prepared[cached], work / "runs", env, cached=cached, steps=args.steps)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    ddp = next((r for r in rows if r["engine"] == "ddp" and r["teacher_signal"] == "cached"), None)
+    ddp = next((r for r in rows if r["engine"] == "ddp" and r["teacher_signal"] == "cached" and not r.get("failed")), None)
     checks = []
-    for r in rows:
+    ok = [r for r in rows if not r.get("failed")]
+    for r in ok:
         r["peak_vs_ddp"] = round(r["peak_rss_per_rank_mib"] / next(
-            x for x in rows if x["engine"] == "ddp" and x["teacher_signal"] == r["teacher_signal"])["peak_rss_per_rank_mib"], 3) if ddp else None
+            x for x in ok if x["engine"] == "ddp" and x["teacher_signal"] == r["teacher_signal"])["peak_rss_per_rank_mib"], 3) if ddp else None
         if r["teacher_signal"] == "cached" and r["engine"] in ("fsdp2", "zero3") and ddp:
             checks.append({"check": f"{r['engine']} per-rank peak <= {TARGET} x DDP's (cached teacher)",
                            "value": r["peak_vs_ddp"], "passed": r["peak_vs_ddp"] <= TARGET})
+    checks += [{"check": f"{r['engine']} per-rank peak <= {TARGET} x DDP's (cached teacher)", "value": None,
+                "passed": False} for r in rows if r.get("failed") and r["engine"] in ("fsdp2", "zero3")]
     import platform
 
     result = {"student_parameters": n_params, "student_dims": STUDENT, "steps": args.steps,
@@ -209,10 +232,23 @@ def main() -> int:
              "| engine | teacher signal | peak RSS per rank (MiB) | vs DDP | step time (s, median) |",
              "|---|---|---:|---:|---:|"]
     for r in rows:
+        if r.get("failed"):
+            lines.append(f"| {r['engine']} | {r['teacher_signal']} | failed: {r['error']} | | |")
+            continue
         lines.append(f"| {r['engine']} | {r['teacher_signal']} | {r['peak_rss_per_rank_mib']} | "
                      f"{r['peak_vs_ddp']} | {r['step_seconds_median']} |")
+    phases = list(dict.fromkeys(p for r in ok for p in r.get("rss_after_phase_mib", {})))
+    if phases:
+        lines += ["", "RSS after each phase (MiB, rank 0 / rank 1; `MASTERS_MEMORY_LOG`), and the sampled peaks (ascending):", "",
+                  "| engine | " + " | ".join(phases) + " | peak |", "|---|" + "---:|" * (len(phases) + 1)]
+        for r in ok:
+            got = r.get("rss_after_phase_mib", {})
+            cells = [" / ".join(str(v) for v in got[p]) if p in got else "" for p in phases]
+            lines.append(f"| {r['engine']} ({r['teacher_signal']}) | " + " | ".join(cells)
+                         + f" | {' / '.join(str(v) for v in r['peak_rss_ranks_mib'])} |")
     lines += ["", "| check | value | passed |", "|---|---:|---|"]
-    lines += [f"| {c['check']} | {c['value']} | {'yes' if c['passed'] else 'NO'} |" for c in checks]
+    lines += [f"| {c['check']} | {c['value'] if c['value'] is not None else '-'} | {'yes' if c['passed'] else 'NO'} |"
+              for c in checks]
     (RESULTS / "distributed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if all(c["passed"] for c in checks) else 1

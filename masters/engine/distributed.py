@@ -18,6 +18,9 @@ torch 2.13, deepspeed 0.19 on CPU, 2 gloo processes):
   micro-batch size come from the run's ``training`` section, written into DeepSpeed's config
   before ``prepare`` (DeepSpeed clips inside its own ``step``; accelerate's ``clip_grad_norm_``
   only reports the norm there).
+- **The same hooks on every rank** (:func:`install_output_hooks`): transformers' lazily installed
+  output-capturing hooks are installed before ``prepare``, or ZeRO-3's cross-rank trace check fails
+  when only some ranks ran a forward first.
 - **Frozen models load whole** (:func:`whole_models`): under ZeRO-3 with ``zero3_init_flag`` any
   ``from_pretrained`` after the Accelerator exists comes out partitioned.
 
@@ -203,10 +206,13 @@ def configure_engine(accelerator: Any, training: Any) -> None:
 
 
 def fit_to_model(accelerator: Any, model: Any) -> None:
-    """Before ``prepare``: ZeRO-3 keeps parameters below ``stage3_param_persistence_threshold``
-    whole on every rank (DeepSpeed's default, 1e5, would keep a small student entirely unsharded).
-    Unless the config sets it, apply accelerate's own ``auto`` rule, 10 x the hidden size, with the
-    text model's hidden size (VLM configs have none at the top)."""
+    """Before ``prepare``: the same hooks on every rank (:func:`install_output_hooks`). ZeRO-3 keeps
+    parameters below ``stage3_param_persistence_threshold`` whole on every rank (DeepSpeed's
+    default, 1e5, would keep a small student entirely unsharded). Unless the config sets it, apply
+    accelerate's own ``auto`` rule, 10 x the hidden size, with the text model's hidden size (VLM
+    configs have none at the top)."""
+    if accelerator.num_processes > 1:
+        install_output_hooks(model)
     if is_fsdp(accelerator):
         _wrap_present_layers(accelerator.state.fsdp_plugin, model)
     if not is_deepspeed(accelerator) or zero_stage(accelerator) != 3:
@@ -219,6 +225,30 @@ def fit_to_model(accelerator: Any, model: Any) -> None:
     hidden = getattr(text, "hidden_size", None)
     if hidden:
         zero["stage3_param_persistence_threshold"] = 10 * int(hidden)
+
+
+def install_output_hooks(model: Any) -> None:
+    """Install transformers' output-capturing hooks (``output_hidden_states`` and the like) now, on
+    every rank, before ``prepare`` wraps the model.
+
+    transformers installs them lazily, at a submodel's first forward that asks for hidden states
+    (a LLaVA vision tower always does). A rank that ran a forward before ``prepare`` (its share of
+    the reference pass) then holds them *before* ZeRO-3's module hooks, the others after: the
+    vision features reach the loss bypassing ZeRO-3's backward hook on that rank only, its first
+    step traces one module fewer (a CLIP encoder layer), and DeepSpeed's cross-rank check fails
+    at the second step ("Detected a disagreement on list length between rank0 and rank1").
+    Installed here, the order is the same on every rank."""
+    try:
+        from transformers import PreTrainedModel
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # (older transformers: hooks were not lazy)
+        return
+    # The innermost submodels (a VLM's vision tower and text model), each with its own capture
+    # specs, as their own forwards would; an outer model's specs would hook the towers' layers too.
+    models = [m for m in model.modules() if isinstance(m, PreTrainedModel)]
+    for module in models:
+        if not any(other is not module and isinstance(other, PreTrainedModel) for other in module.modules()):
+            maybe_install_capturing_hooks(module)
 
 
 def _wrap_present_layers(plugin: Any, model: Any) -> None:
@@ -311,3 +341,41 @@ def wait_for_main(accelerator: Any, key: str, fn: Callable[[], T] | None = None,
         raise MastersError(f"the main process failed at {key}: {status[7:]}", where=f"rank {accelerator.process_index}",
                            fix="see the main process's message above")
     return None
+
+
+# -- memory by phase -------------------------------------------------------------------------------
+def release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc ``malloc_trim``), e.g. after the
+    whole student is sharded by ``prepare`` and after a gathered checkpoint: what a rank no longer
+    holds stops counting against its peak."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+MEMORY_LOG_ENV = "MASTERS_MEMORY_LOG"
+
+
+def log_memory(accelerator: Any, phase: str) -> None:
+    """With ``MASTERS_MEMORY_LOG=<file>`` set, append this rank's current and peak RSS after
+    ``phase`` (one JSON line per rank and phase; benchmarks/distributed.py reads them)."""
+    path = os.environ.get(MEMORY_LOG_ENV)
+    if not path:
+        return
+    import json
+    import resource
+
+    import psutil
+
+    rss = psutil.Process().memory_info().rss
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    line = json.dumps({"rank": getattr(accelerator, "process_index", 0), "phase": phase,
+                       "rss_mib": round(rss / 2**20, 1), "peak_mib": round(peak / 2**20, 1)})
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")

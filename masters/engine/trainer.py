@@ -30,8 +30,8 @@ import torch
 
 from masters.engine.checkpoint import gathered_state_dict, latest_checkpoint, load_distributed, save_distributed
 from masters.engine.faults import kill_point
-from masters.engine.distributed import (barrier, engine_name, fit_to_model, in_lock_step, is_deepspeed,
-                                        shards_parameters, whole_models)
+from masters.engine.distributed import (barrier, engine_name, fit_to_model, in_lock_step, is_deepspeed, log_memory,
+                                        release_memory, shards_parameters, whole_models)
 from masters.engine.identity import derived_seed, provenance, stage_hash
 from masters.engine.plan import PlannedStep, training_plan
 from masters.engine.progress import progress_bar
@@ -165,6 +165,7 @@ class Trainer:
         _seed_everything(derived_seed("student-init", spec.seed))
         with whole_models(self.accelerator):  # never partitioned at load (ZeRO-3's zero.Init)
             self.student = resolve_adapter(spec.student, device=self.accelerator.device)
+        log_memory(self.accelerator, "student loaded")
         if not self.uses_teacher:
             self.vocab = len(self.student.vocab())
         model = self.student.model
@@ -177,11 +178,14 @@ class Trainer:
         # The reference pass runs on the initial student before it is wrapped or sharded, every rank
         # its share in lock step (a forward through DDP or FSDP on one rank alone would wait forever).
         self.reference = self._reference(model) if self.needs.wants("reference_logprobs") else None
+        log_memory(self.accelerator, "reference pass")
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.t.learning_rate, weight_decay=self.t.weight_decay)
         fit_to_model(self.accelerator, model)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        release_memory()  # the unsharded tensors FSDP / ZeRO-3 replaced
+        log_memory(self.accelerator, "prepared")
         self.student.model = model  # the plain model: config, parameters, saving
         self.student.forward_module = self.model  # the wrapped one: forward passes sync gradients
         _seed_everything(derived_seed("train", spec.seed, self.accelerator.process_index))  # dropout
@@ -301,12 +305,15 @@ class Trainer:
                 task = live.add_task("train", total=total, completed=start) if live else None
                 for step in self.plan[start:]:
                     last_metrics = self._optimizer_step(step)
+                    log_memory(self.accelerator, f"step {step.step + 1}")
                     if self.accelerator.is_main_process:
                         append_line(metrics_path, json.dumps(last_metrics))
                     self._log_trackers(last_metrics)
                     done = step.step + 1
                     if done % self.t.checkpoint_every == 0 or done == total:
                         self._checkpoint(ckpt_dir, done)
+                        release_memory()  # the gathered state dicts
+                        log_memory(self.accelerator, f"checkpoint {done}")
                     kill_point("train", done)
                     if live:
                         live.update(task, advance=1, description=f"train (level {step.level}, "
@@ -315,7 +322,13 @@ class Trainer:
             self._end_trackers()  # flushed and closed, however training ends
         self._check_replicas_in_sync()
         student_dir = self.out / "student"
+        if shards_parameters(self.accelerator) and not is_deepspeed(self.accelerator):
+            # FSDP: training is over (the last checkpoint holds the optimizer state); drop it so the
+            # main process has room for the gathered student
+            self.optimizer.state.clear()
+            release_memory()
         self._save_student(student_dir)  # every rank: a sharded student is gathered first
+        log_memory(self.accelerator, "student saved")
         barrier(self.accelerator)
         self._release_teacher()
         return TrainResult(total, student_dir, metrics_path, time.perf_counter() - started, start, last_metrics)
@@ -554,6 +567,8 @@ class Trainer:
             if not self.accelerator.is_main_process:
                 return
             model = self._whole_student(state)
+            del state
+            release_memory()
         else:
             if not self.accelerator.is_main_process:
                 return
@@ -581,7 +596,14 @@ class Trainer:
         with whole_models(self.accelerator):
             fresh = resolve_adapter(self.spec.student, device="cpu")
         model = self._with_lora(fresh.model) if self.t.lora is not None else fresh.model
-        result = model.load_state_dict(state, strict=False)
+        # assign: the gathered tensors become the copy's (no second whole copy on the main process);
+        # cast first where the gathered dtype differs (ZeRO-3's 16-bit gather), re-tie after.
+        own = model.state_dict()
+        state = {k: v.to(own[k].dtype) if k in own and v.dtype != own[k].dtype else v for k, v in state.items()}
+        del own
+        result = model.load_state_dict(state, strict=False, assign=True)
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()
         if result.missing_keys or result.unexpected_keys:
             key = (result.missing_keys or result.unexpected_keys)[0]
             raise MastersError(f"the gathered state dict does not match the student ({len(result.missing_keys)} "
