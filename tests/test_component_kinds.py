@@ -162,4 +162,5 @@ def test_sft_never_loads_a_teacher(tiny_pair, tmp_path, monkeypatch):
         "training": {"learning_rate": 1e-3, "questions_per_step": 2, "checkpoint_every": 10}})
     result = train(spec, progress=False)
     assert loaded == [str(student)] and result.steps == 2
-    assert json.loads((result.student_dir / "masters_run.json").read_text())["components"]["objective"] == "sft"
+    components = json.loads((result.student_dir / "masters_run.json").read_text())["components"]
+    assert components["objective"] == "sft" and components["adapters"] == {"student": "llava"}

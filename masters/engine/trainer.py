@@ -618,8 +618,18 @@ class Trainer:
             {"train_hash": self.identity, "method": self.spec.objective.name, "steps": len(self.plan),
              "components": {"masker": self.spec.masker.name, "schedule": self.spec.schedule.name,
                             "rewards": [r.name for r in self.spec.rewards], "objective": self.spec.objective.name,
-                            "task": self.spec.task.name, "backend": self.spec.backend.name},
+                            "task": self.spec.task.name, "backend": self.spec.backend.name,
+                            "adapters": self._adapter_names()},
              "provenance": provenance()}, indent=2) + "\n")
+
+    def _adapter_names(self) -> dict[str, Any]:
+        """The adapter of the student and, where the objective used one, of each teacher (from config.json)."""
+        from masters.adapters.resolve import adapter_spec_for
+
+        names: dict[str, Any] = {"student": getattr(getattr(self.student, "spec", None), "name", None)}
+        if self.uses_teacher:
+            names["teachers"] = [adapter_spec_for(t).name for t in self.spec.teachers]
+        return names
 
     @staticmethod
     def _truncate_metrics(path: Path, start: int) -> None:

@@ -77,7 +77,9 @@ def test_masters_trains_logs_every_term_and_saves_a_plain_transformers_student(t
     before = LlavaForConditionalGeneration.from_pretrained(tiny_pair[1])
     changed = [n for n, p in model.named_parameters() if not torch.equal(p, dict(before.named_parameters())[n])]
     assert changed, "training changed no weight"
-    assert json.loads((result.student_dir / "masters_run.json").read_text())["method"] == "masters"
+    record = json.loads((result.student_dir / "masters_run.json").read_text())
+    assert record["method"] == "masters"
+    assert record["components"]["adapters"] == {"student": "llava", "teachers": ["llava"]}
 
 
 @pytest.mark.parametrize("method", ["sft", "naive_kd", "progressive_kd", "masters_no_distill_reward", "fixed_mask"])

@@ -332,7 +332,8 @@ def test_masters_run_uses_every_component_by_name(cli_jobs):
     record = json.loads((out / "student" / "masters_run.json").read_text())
     assert record["components"] == {"masker": NAMES["masker"], "schedule": NAMES["schedule"],
                                     "rewards": [NAMES["reward"]], "objective": NAMES["objective"],
-                                    "task": NAMES["task"], "backend": "hf"}
+                                    "task": NAMES["task"], "backend": "hf",
+                                    "adapters": {"student": NAMES["adapter"], "teachers": [NAMES["adapter"]]}}
     assert record["method"] == NAMES["objective"] and record["steps"] == 2
     assert record["provenance"]["plugins"] == {DISTRIBUTION: VERSION}
     assert json.loads((out / "student" / "masters_adapter.json").read_text()) == {"adapter": NAMES["adapter"]}
