@@ -20,26 +20,21 @@ def print_error(exc: Any) -> None:
     console(stderr=True).print(f"[bold red]error:[/] {escape(exc.render())}", soft_wrap=True)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1 (argparse reports anything else and exits 2)."""
-    import argparse
+def _whole_number_at_least(minimum: int, what: str):
+    def parse(text: str) -> int:
+        import argparse
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+# argparse types (argparse reports a bad value and exits 2)
+positive_int = _whole_number_at_least(1, "at least 1")
+non_negative_int = _whole_number_at_least(0, "0 or more")

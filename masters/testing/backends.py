@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from masters.testing.adapters import ConformanceError, _workdir
-from masters.testing.examples import NotApplicable, resolve_spec, spec_label
+from masters.testing.examples import NotApplicable, resolve_spec, spec_label, run_checks
 
 __all__ = ["BACKEND_CHECKS", "BackendConformanceError", "backend_checkpoint", "check_backend", "registered_backends",
            "run_backend_check"]
@@ -360,13 +360,4 @@ def check_backend(backend: Any, *, checks: Iterable[str] = BACKEND_CHECKS,
                   model_dir: str | Path | None = None) -> dict[str, str]:
     """Run the checks on a backend; ``{check: "ok" | "n/a: why"}``; raises on the first failure."""
     case = _case_for(backend, model_dir)
-    report = {}
-    for check in checks:
-        if check not in _CHECKS:
-            raise ValueError(f"unknown backend check {check!r}; checks: {', '.join(BACKEND_CHECKS)}")
-        try:
-            _CHECKS[check](case)
-            report[check] = "ok"
-        except NotApplicable as exc:
-            report[check] = f"n/a: {exc}"
-    return report
+    return run_checks("backend", _CHECKS, case, checks)

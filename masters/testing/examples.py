@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,22 @@ class ConformanceExample:
 
     fields: Mapping[str, Any] = field(default_factory=dict)
     context: Mapping[str, Any] = field(default_factory=dict)
+
+
+def run_checks(kind: str, table: Mapping[str, Callable[[Any], None]], case: Any, checks: Iterable[str]
+               ) -> dict[str, str]:
+    """Run ``checks`` from a kit's ``{name: check}`` table on one case: ``{check: "ok" | "n/a: why"}``;
+    the first failure raises (one report shape for every kit)."""
+    report = {}
+    for check in checks:
+        if check not in table:
+            raise ValueError(f"unknown {kind} check {check!r}; checks: {', '.join(table)}")
+        try:
+            table[check](case)
+            report[check] = "ok"
+        except NotApplicable as exc:
+            report[check] = f"n/a: {exc}"
+    return report
 
 
 def require(condition: bool, error: type[ConformanceError], check: str, label: str, message: str) -> None:

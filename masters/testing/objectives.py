@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from masters.testing.adapters import ConformanceError
-from masters.testing.examples import NotApplicable, resolve_spec, spec_label
+from masters.testing.examples import NotApplicable, resolve_spec, spec_label, run_checks
 
 __all__ = ["OBJECTIVE_CHECKS", "ObjectiveConformanceError", "check_objective", "registered_objectives",
            "run_objective_check", "step_inputs"]
@@ -273,13 +273,4 @@ def run_objective_check(objective: Any, check: str) -> None:
 def check_objective(objective: Any, *, checks: Iterable[str] = OBJECTIVE_CHECKS) -> dict[str, str]:
     """Run the checks on an objective; ``{check: "ok" | "n/a: why"}``; raises on the first failure."""
     case = _Case(objective)
-    report = {}
-    for check in checks:
-        if check not in _CHECKS:
-            raise ValueError(f"unknown objective check {check!r}; checks: {', '.join(OBJECTIVE_CHECKS)}")
-        try:
-            _CHECKS[check](case)
-            report[check] = "ok"
-        except NotApplicable as exc:
-            report[check] = f"n/a: {exc}"
-    return report
+    return run_checks("objective", _CHECKS, case, checks)

@@ -28,7 +28,7 @@ from fractions import Fraction
 from typing import Any
 
 from masters.testing.adapters import ConformanceError
-from masters.testing.examples import NotApplicable, require, resolve_spec, spec_label
+from masters.testing.examples import NotApplicable, require, resolve_spec, spec_label, run_checks
 
 __all__ = ["SCHEDULE_CHECKS", "VARIANTS", "ScheduleConformanceError", "check_schedule", "registered_schedules",
            "run_schedule_check"]
@@ -179,13 +179,4 @@ def run_schedule_check(schedule: Any, check: str) -> None:
 def check_schedule(schedule: Any, *, checks: Iterable[str] = SCHEDULE_CHECKS) -> dict[str, str]:
     """Run the checks on a schedule; ``{check: "ok" | "n/a: why"}``; raises on the first failure."""
     case = _Case(schedule)
-    report = {}
-    for check in checks:
-        if check not in _CHECKS:
-            raise ValueError(f"unknown schedule check {check!r}; checks: {', '.join(SCHEDULE_CHECKS)}")
-        try:
-            _CHECKS[check](case)
-            report[check] = "ok"
-        except NotApplicable as exc:
-            report[check] = f"n/a: {exc}"
-    return report
+    return run_checks("schedule", _CHECKS, case, checks)
