@@ -13,13 +13,17 @@ import time
 class PeakRSS:
     """``with PeakRSS(proc.pid) as rss: proc.communicate()`` then ``rss.peak`` (bytes).
 
-    ``tree=True`` adds the RSS of every descendant (contenders that spawn workers); ``interval`` is
-    the sampling period in seconds. A process that has exited simply stops the sampling.
+    ``tree=True`` adds the RSS of every descendant (contenders that spawn workers) and keeps each
+    descendant's own peak in ``peaks`` (pid -> bytes) with its command line in ``cmd``;
+    ``interval`` is the sampling period in seconds. A process that has exited simply stops the
+    sampling.
     """
 
     def __init__(self, pid: int, *, interval: float = 0.02, tree: bool = False):
         self.pid, self.interval, self.tree = pid, interval, tree
         self.peak = 0
+        self.peaks: dict[int, int] = {}
+        self.cmd: dict[int, str] = {}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -42,7 +46,14 @@ class PeakRSS:
             try:
                 total = root.memory_info().rss
                 if self.tree:
-                    total += sum(child.memory_info().rss for child in root.children(recursive=True))
+                    for child in root.children(recursive=True):
+                        try:
+                            rss = child.memory_info().rss
+                            self.cmd.setdefault(child.pid, " ".join(child.cmdline()))
+                        except psutil.Error:  # a child exiting mid-walk is not the root exiting
+                            continue
+                        total += rss
+                        self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
                 self.peak = max(self.peak, total)
             except psutil.NoSuchProcess:
                 return

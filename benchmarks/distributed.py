@@ -27,7 +27,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -38,46 +37,6 @@ ENGINES = {"ddp": "ddp.yaml", "fsdp2": "fsdp2.yaml", "zero3": "deepspeed-zero3.y
 TARGET = 0.65
 # ~100M parameters (LLaVA: Llama text model + CLIP vision tower), built from config classes.
 STUDENT = {"hidden": 768, "layers": 14, "heads": 12, "intermediate": 2048, "vision_hidden": 256, "vision_layers": 2}
-
-
-class PerProcessPeak:
-    """Peak RSS of every descendant of ``pid`` (the launcher's workers), sampled in a thread."""
-
-    def __init__(self, pid: int, interval: float = 0.05):
-        self.pid, self.interval, self.peaks, self.cmd = pid, interval, {}, {}
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._done.set()
-        self._thread.join()
-
-    def _sample(self):
-        import psutil
-
-        try:
-            root = psutil.Process(self.pid)
-        except psutil.Error:
-            return
-        while not self._done.is_set():
-            try:
-                for child in root.children(recursive=True):
-                    try:
-                        rss = child.memory_info().rss
-                        self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
-                        self.cmd.setdefault(child.pid, " ".join(child.cmdline()))
-                    except psutil.Error:
-                        pass
-            except psutil.Error:
-                return
-            time.sleep(self.interval)
-
-    def workers(self) -> list[int]:
-        return [peak for pid, peak in self.peaks.items() if "masters.cli" in self.cmd.get(pid, "")]
 
 
 def config(work: Path, out: Path, *, cached: bool, steps: int) -> dict:
@@ -129,6 +88,8 @@ def prepare(work: Path, steps: int, env: dict) -> dict[bool, Path]:
 
 
 def bench(engine: str, base: Path, runs: Path, env: dict, *, cached: bool, steps: int) -> dict:
+    from _measure import PeakRSS
+
     import yaml
 
     out = runs / f"{engine}-{'cached' if cached else 'online'}"
@@ -155,7 +116,7 @@ def bench(engine: str, base: Path, runs: Path, env: dict, *, cached: bool, steps
     began = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env={**env, "MASTERS_MEMORY_LOG": str(memory_log)})
-    with PerProcessPeak(proc.pid) as sampler:
+    with PeakRSS(proc.pid, interval=0.05, tree=True) as sampler:
         _, err = proc.communicate(timeout=3600)
     if proc.returncode != 0:  # each rank's own stderr: the launcher's tail names only the rank that exited
         ranks = "\n".join(f"--- {log.relative_to(logs)}\n{log.read_text(errors='replace')[-3000:]}"
@@ -171,7 +132,8 @@ def bench(engine: str, base: Path, runs: Path, env: dict, *, cached: bool, steps
         phases.setdefault(entry["phase"], {})[entry["rank"]] = entry["rss_mib"]
     (metrics,) = out.glob("train/*/metrics.jsonl")
     rows = [json.loads(x) for x in metrics.read_text().splitlines()]
-    workers = sampler.workers()
+    # the launcher's rank processes (its other descendants, e.g. compiler helpers, are not ranks)
+    workers = [peak for pid, peak in sampler.peaks.items() if "masters.cli" in sampler.cmd.get(pid, "")]
     if len(workers) != 2:
         raise SystemExit(f"{engine}: expected 2 worker processes, saw {len(workers)}")
     return {"engine": engine, "teacher_signal": "cached" if cached else "online", "ranks": 2,

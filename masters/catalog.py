@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,34 +50,12 @@ def _masters_entry_points(text: str) -> list[str]:
     return list(data.get("project", {}).get("entry-points", {}).get("masters", {}))
 
 
-@contextmanager
-def _only_first_party(names: list[str]):
-    from masters.plugins import reset_components
-
-    keys = ("MASTERS_DISABLE_PLUGIN_AUTOLOAD", "MASTERS_PLUGINS", "MASTERS_BLOCK_PLUGINS", "MASTERS_STRICT_PLUGINS")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({"MASTERS_DISABLE_PLUGIN_AUTOLOAD": "1", "MASTERS_PLUGINS": ",".join(names),
-                       "MASTERS_STRICT_PLUGINS": "1"})
-    os.environ.pop("MASTERS_BLOCK_PLUGINS", None)
-    reset_components()
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        reset_components()
-
-
 def render_catalog(root: Path) -> dict[str, str]:
     """File name (relative to registry/) -> content."""
-    from masters.plugins import get_components
+    from masters.plugins import only_plugins
 
     expected = first_party_entry_points(root)
-    with _only_first_party(sorted(expected)):
-        comps = get_components()
+    with only_plugins(*sorted(expected)) as comps:
         missing = sorted(set(expected) - set(comps.plugins))
         if missing:
             folders = " ".join(f"-e plugins/{expected[m]}" for m in missing)

@@ -222,9 +222,23 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
                            fix="move the file away or choose another output path")
     tmp = temp_sibling(path)
     tmp.mkdir()
-    old = None
     try:
         yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    swap_in_directory(tmp, path)
+
+
+def swap_in_directory(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Make the complete directory ``tmp`` become ``path``: its files are synced, the previous
+    ``path`` is moved aside, ``tmp`` renamed in and the old one removed. A failure removes ``tmp``
+    and leaves the previous ``path`` as it was."""
+    from masters.engine.faults import fs_fault
+
+    tmp, path = Path(tmp), Path(path)
+    old = None
+    try:
         fs_fault(path)
         for child in tmp.rglob("*"):
             if child.is_file():

@@ -11,9 +11,11 @@ Environment variables (as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` and ``-p``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -312,6 +314,31 @@ class Components:
 def get_components() -> Components:
     """The process-wide plugin manager (built once; ``reset_components`` rebuilds it)."""
     return Components()
+
+
+@contextlib.contextmanager
+def only_plugins(*names: str, strict: bool = True) -> Iterator[Components]:
+    """Load exactly these installed plugins (by entry-point or distribution name) for the block.
+
+    Autoloading is off inside it, so other installed plugins stay out; ``strict`` makes a plugin
+    that fails to load an error. Yields the components; the previous environment and components
+    come back afterwards.
+    """
+    keys = ("MASTERS_DISABLE_PLUGIN_AUTOLOAD", "MASTERS_PLUGINS", "MASTERS_STRICT_PLUGINS", "MASTERS_BLOCK_PLUGINS")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(MASTERS_DISABLE_PLUGIN_AUTOLOAD="1", MASTERS_PLUGINS=",".join(names),
+                      MASTERS_STRICT_PLUGINS="1" if strict else "0")
+    os.environ.pop("MASTERS_BLOCK_PLUGINS", None)
+    reset_components()
+    try:
+        yield get_components()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        reset_components()
 
 
 def reset_components() -> None:

@@ -24,18 +24,22 @@ class HFBackend:
                          levels=levels)
 
 
-class HFSession:
-    """One adapter in memory; a teacher is masked in place by :class:`MaskedTeacher`."""
+class AdapterSession:
+    """What every session over a masters adapter held in this process shares: the tokenizer,
+    vocabulary and EOS ids come from the adapter, a teacher is masked in place by
+    :class:`MaskedTeacher`, and closing restores its weights exactly."""
 
-    def __init__(self, adapter: Any, *, vocab_limit: int, masker: Any = None, levels: Sequence[Ratio] = ()):
+    def __init__(self, adapter: Any, *, vocab_limit: int):
         self.adapter = adapter
-        self.vocab_limit = vocab_limit
+        self.vocab_limit = int(vocab_limit)
         self.masked = None
+
+    def _mask(self, masker: Any, levels: Sequence[Ratio]) -> None:
         if masker is not None:
             from masters.masking.runtime import MaskedTeacher
 
-            self.masked = MaskedTeacher.from_model(adapter.model, masker, levels,
-                                                   maskable=adapter.maskable_parameters())
+            self.masked = MaskedTeacher.from_model(self.adapter.model, masker, levels,
+                                                   maskable=self.adapter.maskable_parameters())
 
     # what check_compatible reads
     @property
@@ -52,6 +56,24 @@ class HFSession:
 
     def vocab(self) -> Mapping[str, int]:
         return self.adapter.vocab()
+
+    def decode(self, responses: Sequence[Sequence[int]]) -> list[str]:
+        return self.adapter.decode(responses)
+
+    def close(self) -> None:
+        if self.masked is not None:
+            self.masked.close()
+        self.masked = None
+        self.adapter = None
+        gc.collect()
+
+
+class HFSession(AdapterSession):
+    """One adapter in memory; a teacher is masked in place by :class:`MaskedTeacher`."""
+
+    def __init__(self, adapter: Any, *, vocab_limit: int, masker: Any = None, levels: Sequence[Ratio] = ()):
+        super().__init__(adapter, vocab_limit=vocab_limit)
+        self._mask(masker, levels)
 
     def set_level(self, level: Ratio) -> None:
         if self.masked is not None:
@@ -76,13 +98,3 @@ class HFSession:
         if sampler is None:  # greedy: a point mass, log-prob 0 for every token
             return [GeneratedResponse(list(ids), [0.0] * len(ids)) for ids in outputs]
         return [GeneratedResponse(list(ids), sampler.behaviour_logprobs(i, len(ids))) for i, ids in enumerate(outputs)]
-
-    def decode(self, responses: Sequence[Sequence[int]]) -> list[str]:
-        return self.adapter.decode(responses)
-
-    def close(self) -> None:
-        if self.masked is not None:
-            self.masked.close()
-        self.masked = None
-        self.adapter = None
-        gc.collect()

@@ -21,7 +21,6 @@ Errors that are the environment's, not a bug (exit 2 from the CLI): the venv mis
 from __future__ import annotations
 
 import atexit
-import gc
 import io
 import json
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from masters.backends import vllm_protocol as proto
+from masters.backends.hf import AdapterSession
 from masters.errors import MastersError
 from masters.interfaces import BackendCapabilities, GeneratedResponse, SamplingSettings
 from masters.ratios import Ratio
@@ -304,7 +304,7 @@ def _png(image: Any) -> str:
     return proto.encode_bytes(buffer.getvalue())
 
 
-class VLLMSession:
+class VLLMSession(AdapterSession):
     """One model on the worker's engine; a teacher is masked here and its levels reloaded there."""
 
     def __init__(self, backend: VLLMBackend, worker: VLLMWorker, adapter: Any, path: Path, config: Mapping[str, Any],
@@ -313,8 +313,8 @@ class VLLMSession:
         from masters.engine.sampling import banned_response_ids
 
         spec = backend.spec
-        self.backend, self.worker, self.adapter = backend, worker, adapter
-        self.vocab_limit = int(vocab_limit)
+        super().__init__(adapter, vocab_limit=vocab_limit)
+        self.backend, self.worker = backend, worker
         self.model_type = str(config.get("model_type", ""))
         self.banned = banned_response_ids(adapter)
         out = adapter.model.get_output_embeddings()
@@ -329,31 +329,11 @@ class VLLMSession:
             max_images=spec.max_images,
         )
         self.startup_s = float(info.get("startup_s", 0.0))
-        self.masked = None
         if info.get("level_bp", 0) != 0:  # a reused engine left at a level: back to the checkpoint
             self._reload(self.prepared, 0)
-        if masker is not None:
-            from masters.masking.runtime import MaskedTeacher
-
-            self.masked = MaskedTeacher.from_model(adapter.model, masker, levels, maskable=adapter.maskable_parameters())
+        self._mask(masker, levels)  # after the checkpoint is prepared: vLLM loads the unmasked weights
         self.level_bp = 0
         self.last_prompt_ids: list[list[int]] = []
-
-    # what check_compatible reads
-    @property
-    def tokenizer(self) -> Any:
-        return self.adapter.tokenizer
-
-    @property
-    def model(self) -> Any:
-        return self.adapter.model
-
-    @property
-    def eos_token_ids(self) -> list[int]:
-        return list(self.adapter.eos_token_ids)
-
-    def vocab(self) -> Mapping[str, int]:
-        return self.adapter.vocab()
 
     def _reload(self, directory: Path, level_bp: int) -> None:
         self.worker.request("load_weights", key=self.key, path=str(directory))
@@ -401,20 +381,13 @@ class VLLMSession:
         self.last_prompt_ids = [r["prompt_token_ids"] for r in rows]
         return [GeneratedResponse(list(r["token_ids"]), [float(v) for v in r["behaviour_logprobs"]]) for r in rows]
 
-    def decode(self, responses: Sequence[Sequence[int]]) -> list[str]:
-        return self.adapter.decode(responses)
-
     def close(self) -> None:
-        if self.masked is not None:
-            self.masked.close()
-            if self.level_bp != 0 and self.worker.alive():
-                self._reload(self.prepared, 0)
-                self.level_bp = 0
+        if self.masked is not None and self.level_bp != 0 and self.worker.alive():
+            self._reload(self.prepared, 0)  # a reused engine starts from the checkpoint's weights
+            self.level_bp = 0
         if not self.backend.spec.keep_engines and self.worker.alive():
             self.worker.close_engine(self.key)
-        self.masked = None
-        self.adapter = None
-        gc.collect()
+        super().close()  # restores the in-process teacher's weights
 
 
 class SessionJudgeAdapter:

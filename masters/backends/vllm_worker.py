@@ -30,19 +30,19 @@ from typing import Any
 
 
 
-def _load_protocol():
-    """``vllm_protocol`` from beside this file (by path: the directory also holds masters modules
-    that must not become importable top-level names here)."""
+def _load_by_path(name: str, path: Path):
+    """A torch-only masters module loaded from its file (the directory also holds masters modules
+    that must not become importable top-level names here, and masters is not installed)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("vllm_protocol", _HERE / "vllm_protocol.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["vllm_protocol"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-proto = _load_protocol()
+proto = _load_by_path("vllm_protocol", _HERE / "vllm_protocol.py")
 
 _ENGINES: dict[str, Any] = {}
 
@@ -52,19 +52,15 @@ _ENGINES: dict[str, Any] = {}
 # ---------------------------------------------------------------------------------------------
 
 def _filter_top_k_top_p(logits, top_k: int, top_p: float):
-    """masters.engine.sampling.filter_top_k_top_p, op for op (the rows must be bit-identical)."""
-    import torch
+    """masters.engine.sampling.filter_top_k_top_p itself (the rows must be bit-identical to the hf
+    backend's), loaded on first use: that module needs only torch."""
+    global _SAMPLING
+    if _SAMPLING is None:
+        _SAMPLING = _load_by_path("masters_engine_sampling", _HERE.parent / "engine" / "sampling.py")
+    return _SAMPLING.filter_top_k_top_p(logits, top_k, top_p)
 
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        drop_sorted = cumulative - torch.softmax(sorted_logits, dim=-1) >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
+
+_SAMPLING: Any = None
 
 
 class _Row:

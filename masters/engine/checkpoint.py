@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from masters.files import _fsync_dir, _fsync_file, atomic_write, atomic_write_json, temp_sibling
+from masters.files import atomic_write, atomic_write_json, swap_in_directory, temp_sibling
 
 KEEP = 2
 FULL, DEEPSPEED = "full", "deepspeed"
@@ -258,28 +258,14 @@ def _shared_path(accelerator: Any, path: Path | None) -> Path:
 def _publish(directory: Path, tmp: Path, step: int, state: dict[str, Any]) -> Path:
     """Rename the complete ``tmp`` to ``step-NNNNNN`` (a failure removes ``tmp`` and keeps what was
     there), then prune all but the last :data:`KEEP` checkpoints."""
-    from masters.engine.faults import fs_fault
-
     final = directory / f"step-{step:06d}"
-    old = None
     try:
         atomic_write_json(tmp / "state.json", {**state, "step": step})
-        fs_fault(final)
-        for child in tmp.rglob("*"):
-            if child.is_file():
-                _fsync_file(child)
-        if final.exists():  # a step written again (a resumed run): the previous one stays until the swap
-            old = temp_sibling(final, "old")
-            os.replace(final, old)
-        os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not final.exists():
-            os.replace(old, final)
         raise
-    _fsync_dir(directory)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    # a step written again (a resumed run): the previous one stays until the swap
+    swap_in_directory(tmp, final)
     for stale in sorted(p for p in directory.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))[:-KEEP]:
         _remove_dir(stale)
     return final

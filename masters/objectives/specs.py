@@ -56,26 +56,30 @@ class MastersObjectiveSpec(ObjectiveSpec):
         return ObjectiveNeeds("bank", "schedule", frozenset(signals))
 
 
-class ProgressiveKDObjectiveSpec(ObjectiveSpec):
+class _JSDOnlyObjectiveSpec(ObjectiveSpec):
+    """The JSD distillation loss alone; subclasses say which responses and which teacher level."""
+
+    implementation: ClassVar[str] = "masters.objectives.builtin:DistillationObjective"
+    responses: ClassVar[Literal["bank", "reference"]] = "bank"
+    teacher: ClassVar[Literal["schedule", "unmasked"]] = "schedule"
+    distill_loss_weight: float = _DISTILL_WEIGHT
+
+    def requirements(self) -> ObjectiveNeeds:
+        return ObjectiveNeeds(self.responses, self.teacher, frozenset({"student_logprobs", "teacher_divergence"}))
+
+
+class ProgressiveKDObjectiveSpec(_JSDOnlyObjectiveSpec):
     """Mask-progressive KD: the JSD loss to the scheduled masked teacher on banked groups, no RL terms."""
 
     name: Literal["progressive_kd"] = "progressive_kd"
-    implementation: ClassVar[str] = "masters.objectives.builtin:DistillationObjective"
-    distill_loss_weight: float = _DISTILL_WEIGHT
-
-    def requirements(self) -> ObjectiveNeeds:
-        return ObjectiveNeeds("bank", "schedule", frozenset({"student_logprobs", "teacher_divergence"}))
 
 
-class NaiveKDObjectiveSpec(ObjectiveSpec):
+class NaiveKDObjectiveSpec(_JSDOnlyObjectiveSpec):
     """Naive distillation: the JSD loss to the unmasked teacher on the data's reference answers."""
 
     name: Literal["naive_kd"] = "naive_kd"
-    implementation: ClassVar[str] = "masters.objectives.builtin:DistillationObjective"
-    distill_loss_weight: float = _DISTILL_WEIGHT
-
-    def requirements(self) -> ObjectiveNeeds:
-        return ObjectiveNeeds("reference", "unmasked", frozenset({"student_logprobs", "teacher_divergence"}))
+    responses: ClassVar[Literal["bank", "reference"]] = "reference"
+    teacher: ClassVar[Literal["schedule", "unmasked"]] = "unmasked"
 
 
 class SFTObjectiveSpec(ObjectiveSpec):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +126,30 @@ def _multiple_choice(question: str, answer: str, domain: Sequence[str], rng: ran
     return text, LETTERS[options.index(answer)], tuple(options)
 
 
+def deal_into_splits(keyed: Iterable[tuple[str, Any]], wanted: Mapping[str, int], seed: int, *, what: str
+                     ) -> Iterator[tuple[str, int, Any]]:
+    """Deal distinct ``(key, item)`` pairs into splits by a hash of the key (so a key's split never
+    depends on what else was drawn) until each split holds its wanted count; yields
+    ``(split, index within the split, item)``. Duplicate keys are skipped."""
+    counts = dict.fromkeys(SPLITS, 0)
+    seen: set[str] = set()
+    budget = 200 * (sum(wanted.values()) + 10)  # the key space is large; this only guards a bug
+    for key, item in keyed:
+        if all(counts[s] >= wanted[s] for s in SPLITS):
+            return
+        budget -= 1
+        if budget < 0:
+            raise RuntimeError(f"{what}: could not draw enough distinct items")
+        if key in seen:
+            continue
+        seen.add(key)
+        split = _split_of(key, seed)
+        if counts[split] >= wanted[split]:
+            continue
+        yield split, counts[split], item
+        counts[split] += 1
+
+
 def _split_of(key: str, seed: int) -> str:
     h = int.from_bytes(hashlib.sha256(f"{seed}|{key}".encode()).digest()[:8], "big") / 2**64
     acc = 0.0
@@ -170,23 +194,12 @@ def generate_shapes(
         raise ValueError(f"max_shapes must be in 1..{len(QUADRANTS)}, got {max_shapes}")
     wanted = {"train": n_train, "validation": n_validation, "test": n_test}
     out: dict[str, list[VQASample]] = {split: [] for split in SPLITS}
-    seen: set[str] = set()
-    budget = 200 * (sum(wanted.values()) + 10)  # the key space is large; this only guards a bug
-    for item in _candidates(seed, max_shapes, question_types, forms):
-        if all(len(out[s]) >= wanted[s] for s in SPLITS):
-            break
-        budget -= 1
-        if budget < 0:
-            raise RuntimeError("shapes task: could not draw enough distinct items (raise max_shapes?)")
-        scene_key = json.dumps([[s.shape, s.color, s.size, s.quadrant, s.dx, s.dy] for s in item["scene"]])
-        key = f"{scene_key}|{item['question']}"
-        if key in seen:
-            continue
-        seen.add(key)
-        split = _split_of(key, seed)
-        if len(out[split]) >= wanted[split]:
-            continue
-        index = len(out[split])
+    def keyed() -> Iterator[tuple[str, dict[str, Any]]]:
+        for item in _candidates(seed, max_shapes, question_types, forms):
+            scene_key = json.dumps([[s.shape, s.color, s.size, s.quadrant, s.dx, s.dy] for s in item["scene"]])
+            yield f"{scene_key}|{item['question']}", {**item, "scene_key": scene_key}
+
+    for split, index, item in deal_into_splits(keyed(), wanted, seed, what="shapes task (raise max_shapes?)"):
         out[split].append(
             VQASample(
                 id=f"shapes-{seed}-{split}-{index:06d}",
@@ -198,7 +211,7 @@ def generate_shapes(
                     "kind": item["kind"],
                     "form": item["form"],
                     "answer_text": item["answer_text"],
-                    "scene": json.loads(scene_key),
+                    "scene": json.loads(item["scene_key"]),
                 },
             )
         )

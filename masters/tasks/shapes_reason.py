@@ -25,7 +25,6 @@ Deterministic by seed; splits are assigned by a hash of (scene, question), as in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from masters.data.types import VQASample
+from masters.tasks.shapes import SPLITS, deal_into_splits
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -53,8 +53,6 @@ MIN_OBJECTS, MAX_OBJECTS = 3, 6
 QUESTION_KINDS: tuple[str, ...] = ("count", "count_and", "compare", "difference", "relation")
 TEMPLATES: tuple[str, ...] = ("list", "count_first", "prose")
 MIN_TOKENS, MAX_TOKENS = 8, 24
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
-_SPLIT_WEIGHTS = {"train": 0.6, "validation": 0.15, "test": 0.25}
 BACKGROUND = (255, 255, 255)
 ATTRIBUTE = {**{c: "color" for c in COLORS}, **{s: "shape" for s in SHAPES}, **{z: "size" for z in SIZES}}
 ATTRIBUTE_ORDER = ("size", "color", "shape")
@@ -372,16 +370,6 @@ def faithfulness(response: str, metadata: Mapping[str, Any]) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def _split_of(key: str, seed: int) -> str:
-    h = int.from_bytes(hashlib.sha256(f"{seed}|{key}".encode()).digest()[:8], "big") / 2**64
-    acc = 0.0
-    for split in SPLITS:
-        acc += _SPLIT_WEIGHTS[split]
-        if h < acc:
-            return split
-    return SPLITS[-1]
-
-
 def _candidates(seed: int, kinds: Sequence[str], templates: Sequence[str]) -> Iterator[dict[str, Any]]:
     rng = random.Random(seed)
     while True:
@@ -412,28 +400,21 @@ def generate_shapes_reason(
         raise ValueError(f"unknown template(s) {unknown}; known: {', '.join(TEMPLATES)}")
     wanted = {"train": n_train, "validation": n_validation, "test": n_test}
     out: dict[str, list[VQASample]] = {s: [] for s in SPLITS}
-    seen: set[str] = set()
-    budget = 200 * (sum(wanted.values()) + 10)
-    for item in _candidates(seed, question_kinds, templates):
-        if all(len(out[s]) >= wanted[s] for s in SPLITS):
-            break
-        budget -= 1
-        if budget < 0:
-            raise RuntimeError("shapes_reason task: could not draw enough distinct items")
-        scene, program = item["scene"], item["program"]
-        response = trace(scene, program, item["template"])
-        if not MIN_TOKENS <= len(response.split()) <= MAX_TOKENS:
-            continue
-        question = question_text(program)
-        scene_list = [o.to_list() for o in scene]
-        key = f"{json.dumps(scene_list)}|{question}"
-        if key in seen:
-            continue
-        seen.add(key)
-        split = _split_of(key, seed)
-        if len(out[split]) >= wanted[split]:
-            continue
-        index = len(out[split])
+
+    def keyed() -> Iterator[tuple[str, dict[str, Any]]]:
+        for item in _candidates(seed, question_kinds, templates):
+            scene, program = item["scene"], item["program"]
+            response = trace(scene, program, item["template"])
+            if not MIN_TOKENS <= len(response.split()) <= MAX_TOKENS:
+                continue
+            question = question_text(program)
+            scene_list = [o.to_list() for o in scene]
+            yield (f"{json.dumps(scene_list)}|{question}",
+                   {**item, "response": response, "question": question, "scene_list": scene_list})
+
+    for split, index, item in deal_into_splits(keyed(), wanted, seed, what="shapes_reason task"):
+        scene, program, scene_list = item["scene"], item["program"], item["scene_list"]
+        response, question = item["response"], item["question"]
         out[split].append(VQASample(
             id=f"shapes_reason-{seed}-{split}-{index:06d}",
             images=(render(scene),),

@@ -328,25 +328,10 @@ def allow_plugins(*entry_points: str, strict: bool = True) -> Iterator[Any]:
         with allow_plugins("llava_next"):
             check_adapter("llava_next")
     """
-    import os
+    from masters.plugins import only_plugins
 
-    from masters.plugins import get_components, reset_components
-
-    names = ("MASTERS_DISABLE_PLUGIN_AUTOLOAD", "MASTERS_PLUGINS", "MASTERS_STRICT_PLUGINS", "MASTERS_BLOCK_PLUGINS")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update(MASTERS_DISABLE_PLUGIN_AUTOLOAD="1", MASTERS_PLUGINS=",".join(entry_points),
-                      MASTERS_STRICT_PLUGINS="1" if strict else "0")
-    os.environ.pop("MASTERS_BLOCK_PLUGINS", None)
-    reset_components()
-    try:
-        yield get_components()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        reset_components()
+    with only_plugins(*entry_points, strict=strict) as components:
+        yield components
 
 
 def registered_adapters() -> list[str]:
