@@ -39,6 +39,15 @@ IMAGE_SIZE = 48
 PATCH = 16
 
 
+class WarmupStage(StrictModel):
+    """SFT on other questions of the same task before the task's own (a perception stage)."""
+
+    question_kinds: tuple[str, ...] = Field(("cell",), min_length=1,
+                                            description="The task's question kinds this stage asks.")
+    n_train: int = Field(4096, ge=1, description="Questions (a train split of their own, drawn with seed + 1).")
+    passes: int = Field(2, ge=1)
+
+
 class GapModel(StrictModel):
     """One model of the testbed: its dimensions and its SFT (from scratch) schedule."""
 
@@ -51,6 +60,8 @@ class GapModel(StrictModel):
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     max_new_tokens: int = Field(26, ge=1, description="Longest greedy answer when scoring the curve.")
+    warmup: tuple[WarmupStage, ...] = Field((), description="Stages trained before the task's passes, in order "
+                                            "(the same for every role, so a gap is one of capacity, not recipe).")
 
 
 class GapSpec(StrictModel):
@@ -116,6 +127,7 @@ def trained_model(spec: GapSpec, role: str, tokenizer: Path, splits: Mapping[str
                   progress: bool = False, say: Any = print) -> tuple[Path, bool]:
     """Build and SFT-train one model pass by pass (curve in plateau.json), or reuse it from the cache."""
     from masters.config import validate_run_spec
+    from masters.data import load_splits
     from masters.engine.evaluate import evaluate_model
     from masters.engine.trainer import train
     from masters.models import build_tiny_model
@@ -138,19 +150,37 @@ def trained_model(spec: GapSpec, role: str, tokenizer: Path, splits: Mapping[str
     rewards = validate_run_spec({"output_dir": str(home / "x"), "teacher": str(current), "student": str(current),
                                  "task": task}).rewards
     key = next(k for k, r in zip([r.name for r in rewards], rewards) if type(r).signal == "accuracy")
-    curve: dict[str, Any] = {"steps": [], "accuracy": [], "n": len(evaluation), "reward": key}
+    curve: dict[str, Any] = {"steps": [], "accuracy": [], "n": len(evaluation), "reward": key, "warmup": []}
     steps_per_pass = -(-model.n_train // model.batch_size)
     began = time.perf_counter()
-    for p in range(model.passes):
+
+    def sft(out: Path, seed: int, stage_task: Mapping[str, Any], stage_splits: Mapping[str, list[Any]],
+            passes: int = 1) -> Path:
         run = validate_run_spec({
-            "output_dir": str(home / f"pass-{p}"), "seed": model.seed * 1000 + p, "teacher": str(current),
-            "student": str(current), "task": task, "objective": "sft",
+            "output_dir": str(out), "seed": seed, "teacher": str(current), "student": str(current),
+            "task": dict(stage_task), "objective": "sft",
             "training": {"learning_rate": model.learning_rate, "questions_per_step": model.batch_size,
-                         "checkpoint_every": 10**9},
+                         "passes": passes, "checkpoint_every": 10**9},
         })
-        result = train(run, splits=prefix, progress=progress)
-        shutil.rmtree(home / "init" if p == 0 else home / f"pass-{p - 1}", ignore_errors=True)
-        current = result.student_dir
+        return train(run, splits=dict(stage_splits), progress=progress).student_dir
+
+    for w, stage in enumerate(model.warmup):
+        stage_task = {**task, "question_kinds": list(stage.question_kinds), "n_train": stage.n_train,
+                      "n_validation": spec.n_eval, "n_test": 1, "seed": int(task.get("seed", 0)) + 1 + w}
+        stage_splits = load_splits(task_spec(spec).model_validate(stage_task))
+        previous = current
+        current = sft(home / f"warmup-{w}", model.seed * 1000 + 900 + w, stage_task, stage_splits, stage.passes)
+        shutil.rmtree(previous if previous.name == "init" else previous.parent, ignore_errors=True)
+        acc = evaluate_model(current, list(stage_splits["validation"]), rewards, batch_size=128,
+                             max_new_tokens=model.max_new_tokens, split="validation").accuracy[key]
+        curve["warmup"].append({"question_kinds": list(stage.question_kinds), "accuracy": acc,
+                                "steps": -(-stage.n_train * stage.passes // model.batch_size)})
+        say(f"  {role}: warm-up {w + 1}/{len(model.warmup)} ({', '.join(stage.question_kinds)}): "
+            f"validation {key} {acc:.3f} ({time.perf_counter() - began:.0f} s)")
+    for p in range(model.passes):
+        previous = current
+        current = sft(home / f"pass-{p}", model.seed * 1000 + p, task, prefix)
+        shutil.rmtree(previous if previous.name == "init" else previous.parent, ignore_errors=True)
         if p + 1 < model.passes:  # the model's own SFT checkpoints (the curriculum control of the study)
             shutil.copytree(current, home / "passes" / f"pass-{p + 1}")
         acc = evaluate_model(current, evaluation, rewards, batch_size=128, max_new_tokens=model.max_new_tokens,
@@ -161,7 +191,7 @@ def trained_model(spec: GapSpec, role: str, tokenizer: Path, splits: Mapping[str
             f"({time.perf_counter() - began:.0f} s)")
     atomic_write_json(Path(current) / "plateau.json", curve)  # written before the rename: final is whole
     shutil.move(str(current), str(final))
-    for leftover in home.glob("pass-*"):
+    for leftover in [*home.glob("pass-*"), *home.glob("warmup-*")]:
         shutil.rmtree(leftover, ignore_errors=True)
     atomic_write_json(home / "done.json", {"settings": model.model_dump(mode="json"), "curve": curve,
                                            "seconds": round(time.perf_counter() - began, 1),

@@ -51,6 +51,11 @@ CELL = 16
 IMAGE_SIZE = GRID * CELL
 MIN_OBJECTS, MAX_OBJECTS = 3, 6
 QUESTION_KINDS: tuple[str, ...] = ("count", "count_and", "compare", "difference", "relation")
+# One-step perception questions (an attribute of the object in a named cell): not among the
+# task's questions by default; the capacity models are warmed up on them first (a perception
+# stage, as VLMs are aligned on captions before they are taught to reason), see
+# masters.engine.capacity.
+PERCEPTION_KINDS: tuple[str, ...] = ("cell",)
 TEMPLATES: tuple[str, ...] = ("list", "count_first", "prose")
 MIN_TOKENS, MAX_TOKENS = 8, 24
 BACKGROUND = (255, 255, 255)
@@ -140,7 +145,14 @@ def expected_groups(scene: Sequence[Obj], program: Mapping[str, Any]) -> list[li
     if program["kind"] == "relation":
         ref, nb = _relation_pair(scene, program)
         return [[ref, nb]]
+    if program["kind"] == "cell":
+        return [[_cell_object(scene, program)]]
     return [[o for o in scene if matches(o, f)] for f in program["filters"]]
+
+
+def _cell_object(scene: Sequence[Obj], program: Mapping[str, Any]) -> Obj:
+    row, col = program["cell"]
+    return next(o for o in scene if (o.row, o.col) == (row, col))
 
 
 def _relation_pair(scene: Sequence[Obj], program: Mapping[str, Any]) -> tuple[Obj, Obj]:
@@ -159,7 +171,7 @@ def answer_of(scene: Sequence[Obj], program: Mapping[str, Any]) -> str:
         return "yes" if len(groups[0]) > len(groups[1]) else "no"
     if kind == "difference":
         return str(len(groups[0]) - len(groups[1]))
-    return groups[0][1].get(program["ask"])
+    return groups[0][-1].get(program["ask"])  # relation: the neighbour; cell: the object itself
 
 
 def _draw_program(scene: Sequence[Obj], kind: str, rng: random.Random) -> dict[str, Any] | None:
@@ -203,7 +215,11 @@ def _draw_program(scene: Sequence[Obj], kind: str, rng: random.Random) -> dict[s
                 return {"kind": kind, "reference": {"color": ref.color, "shape": ref.shape},
                         "relation": rng.choice(relations), "ask": rng.choice(["color", "shape", "size"])}
         return None
-    raise ValueError(f"unknown shapes_reason question kind {kind!r}; known: {', '.join(QUESTION_KINDS)}")
+    if kind == "cell":
+        o = rng.choice(scene)
+        return {"kind": kind, "cell": [o.row, o.col], "ask": rng.choice(["color", "shape", "size"])}
+    raise ValueError(f"unknown shapes_reason question kind {kind!r}; "
+                     f"known: {', '.join(QUESTION_KINDS + PERCEPTION_KINDS)}")
 
 
 def question_text(program: Mapping[str, Any]) -> str:
@@ -215,8 +231,11 @@ def question_text(program: Mapping[str, Any]) -> str:
         return f"are there more {a} than {b} ?"
     if kind == "difference":
         return f"how many more {a} than {b} are there ?"
-    ref = _phrase(program["reference"], ("color", "shape"))
     ask = {"color": "what color", "shape": "what shape", "size": "what size"}[program["ask"]]
+    if kind == "cell":
+        row, col = program["cell"]
+        return f"{ask} is the shape at {ROWS[row]} {COLS[col]} ?"
+    ref = _phrase(program["reference"], ("color", "shape"))
     return f"{ask} is the shape {program['relation']} the {ref} ?"
 
 
@@ -260,6 +279,12 @@ def trace(scene: Sequence[Obj], program: Mapping[str, Any], template: str) -> st
             body = f"{rel} the {r} is the {n} ."
         else:
             body = f"the {n} is {rel} the {r} ."
+        return f"{body} {final}"
+    if program["kind"] == "cell":
+        o = _cell_object(scene, program)
+        where, what = f"{ROWS[o.row]} {COLS[o.col]}", _phrase(o, ATTRIBUTE_ORDER)
+        body = {"list": f"{where} : {what} .", "count_first": f"at {where} is the {what} .",
+                "prose": f"the {what} is at {where} ."}[template]
         return f"{body} {final}"
     groups = expected_groups(scene, program)
     return " ".join(_group_sentence(f, g, template) for f, g in zip(program["filters"], groups)) + f" {final}"
@@ -345,7 +370,7 @@ def faithfulness(response: str, metadata: Mapping[str, Any]) -> float:
     parsed = parse_trace(response)
     if not parsed:
         return 0.0
-    if program["kind"] == "relation":
+    if program["kind"] in ("relation", "cell"):
         parsed = [ParsedSentence([m for p in parsed for m in p.mentions], [c for p in parsed for c in p.counts])]
         want_counts = False
     else:

@@ -48,8 +48,10 @@ class ShapesReasonTaskSpec(TaskSpec):
     n_validation: int = Field(2048, ge=0, description="Validation questions (the probe's gates use >= 2000).")
     n_test: int = Field(1024, ge=1)
     seed: int = 0
-    question_kinds: tuple[Literal["count", "count_and", "compare", "difference", "relation"], ...] = Field(
-        ("count", "count_and", "compare", "difference", "relation"), description="Kinds of question asked.")
+    question_kinds: tuple[Literal["count", "count_and", "compare", "difference", "relation", "cell"], ...] = Field(
+        ("count", "count_and", "compare", "difference", "relation"),
+        description="Kinds of question asked. `cell` (an attribute of the object at a named cell, one step) "
+                    "is a perception warm-up, not one of the task's questions by default.")
     templates: tuple[Literal["list", "count_first", "prose"], ...] = Field(
         ("list", "count_first", "prose"), description="Trace templates reference answers draw from (uniformly).")
 

@@ -78,3 +78,25 @@ def test_final_answer_and_trace_faithfulness_rewards(splits):
     assert faithful.build().score([item(s.answer), item("answer : x")]) == [1.0, 0.0]
     check_accuracy_reward(final)
     check_accuracy_reward(faithful.build())
+
+
+def test_cell_questions_are_a_one_step_perception_stage_off_by_default(splits):
+    """`cell` asks an attribute of the object at a named cell (the capacity models' warm-up); the
+    task's own questions never include it unless asked."""
+    assert "cell" not in {s.metadata["kind"] for s in splits["train"]}
+    cells = generate_shapes_reason(60, 10, 10, seed=3, question_kinds=("cell",))["train"]
+    vocabulary = set(shapes_reason_vocabulary())
+    assert set(collections.Counter(s.metadata["template"] for s in cells)) == set(TEMPLATES)
+    for s in cells:
+        row, col = s.metadata["program"]["cell"]
+        target = next(o for o in scene_from_metadata(s.metadata) if (o.row, o.col) == (row, col))
+        assert s.metadata["answer_text"] == target.get(s.metadata["program"]["ask"])
+        assert faithfulness(s.answer, s.metadata) == 1.0 and final_answer(s.answer) == s.metadata["answer_text"]
+        assert set(s.question.split()) | set(s.answer.split()) <= vocabulary  # the tokenizer is unchanged
+    wrong = next(s for s in cells if s.metadata["template"] == "list")
+    attrs = {"color": "red", "shape": "circle", "size": "big"}
+    target = next(o for o in scene_from_metadata(wrong.metadata) if [o.row, o.col] == wrong.metadata["program"]["cell"])
+    other = {a: v if target.get(a) != v else {"red": "blue", "circle": "square", "big": "small"}[v]
+             for a, v in attrs.items()}
+    mention = f"{other['size']} {other['color']} {other['shape']}"
+    assert faithfulness(f"top left : {mention} . answer : x", wrong.metadata) < 1.0
