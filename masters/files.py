@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,16 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
 def atomic_write_json(path: str | os.PathLike[str], data: Any, **dumps: Any) -> Path:
     dumps.setdefault("indent", 2)
     return atomic_write(path, json.dumps(data, **dumps) + "\n")
+
+
+def content_name(prefix: str, ids: Iterable[str], suffix: str = ".parquet") -> str:
+    """A file name for a shard of these ids (sorted and hashed): the same rows written twice (by two
+    ranks of a launch, or a rerun) land on one file, never on two. Only for shards written once: a
+    rewrite of the same ids (a repair) must take a fresh name, or replacing would delete it."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+    return f"{prefix}-{digest}{suffix}"
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ class VLLMBackendSpec(BackendSpec):
     implementation: ClassVar[str] = "masters.backends.vllm:VLLMBackend"
     operational_fields: ClassVar[frozenset[str]] = frozenset(
         {"python", "kv_cache_mib", "max_num_seqs", "max_model_len", "max_images", "max_engines", "keep_engines",
-         "startup_timeout_s", "threads", "cache_dir"}
+         "startup_timeout_s", "threads", "cache_dir", "tensor_parallel_size"}
     )
     """Fields that change how rows are computed, never which rows."""
 
@@ -64,6 +64,10 @@ class VLLMBackendSpec(BackendSpec):
         "slower in benchmarks/generation.py --backends.")
     cache_dir: Optional[str] = Field(None, description="Where prepared (vLLM-ready) checkpoint copies are "
                                      "kept; default a temporary directory per worker.")
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs per engine (vLLM's tensor_parallel_size). Under `accelerate launch` each rank "
+        "runs its own worker on its own GPUs (rank r: GPUs r*size .. r*size+size-1). Values above 1 need GPUs and "
+        "are untested until a GPU run; on a host without GPUs they are refused.")
 
     def row_identity(self) -> dict[str, Any] | None:
         if self.shares_hf_rows():

@@ -61,7 +61,7 @@ class VLLMWorker:
     """One worker process; requests are serialised (one reply per request, in order)."""
 
     def __init__(self, python: str | os.PathLike[str] | None = None, *, startup_timeout_s: float = 600.0,
-                 threads: int | None = None):
+                 threads: int | None = None, devices: str | None = None):
         self.python = Path(python) if python else default_python()
         if not self.python.exists():
             raise VLLMWorkerError(f"the vLLM venv's python is missing ({self.python})",
@@ -78,6 +78,10 @@ class VLLMWorker:
                "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
         for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):  # masters' venv must not leak in
             env.pop(var, None)
+        for var in [v for v in env if v in LAUNCH_VARIABLES or v.startswith(("TORCHELASTIC_", "ACCELERATE_"))]:
+            env.pop(var)  # a launched rank's worker is a process of its own, not a member of the launch
+        if devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = devices  # this rank's GPUs (worker_devices)
         if threads:
             env["MASTERS_VLLM_THREADS"] = str(threads)
             env["OMP_NUM_THREADS"] = str(threads)
@@ -202,20 +206,58 @@ class VLLMWorker:
             self.request("close", key=key)
 
 
-_WORKERS: dict[tuple[str, int | None], VLLMWorker] = {}
+# What `accelerate launch` (torchrun) sets in each rank's environment.
+LAUNCH_VARIABLES = frozenset({"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                              "ROLE_RANK", "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"})
+
+_WORKERS: dict[tuple[str, int | None, str | None], VLLMWorker] = {}
 _WORKERS_LOCK = threading.Lock()
 
 
 def shared_worker(python: str | os.PathLike[str] | None = None, *, startup_timeout_s: float = 600.0,
-                  threads: int | None = None) -> VLLMWorker:
-    """The process-wide worker for this interpreter (started on first use, stopped at exit)."""
-    key = (str(Path(python) if python else default_python()), threads)
+                  threads: int | None = None, devices: str | None = None) -> VLLMWorker:
+    """The process-wide worker for this interpreter (started on first use, stopped at exit). Under
+    ``accelerate launch`` every rank is its own process, so every rank has its own worker."""
+    key = (str(Path(python) if python else default_python()), threads, devices)
     with _WORKERS_LOCK:
         worker = _WORKERS.get(key)
         if worker is None or not worker.alive():
-            worker = VLLMWorker(python, startup_timeout_s=startup_timeout_s, threads=threads)
+            worker = VLLMWorker(python, startup_timeout_s=startup_timeout_s, threads=threads, devices=devices)
             _WORKERS[key] = worker
         return worker
+
+
+def worker_devices(tensor_parallel_size: int) -> str | None:
+    """``CUDA_VISIBLE_DEVICES`` for this rank's worker: rank ``r`` of a launch gets the visible GPUs
+    ``r*size .. r*size+size-1`` (``None``: leave the environment's, one process on one GPU or CPU).
+    Refuses ``tensor_parallel_size`` > 1 without GPUs, and more GPUs than are visible.
+    Untested until a GPU run: on CPU only the refusal is exercised."""
+    import torch
+
+    from masters.engine.distributed import launched_world_size
+
+    size = int(tensor_parallel_size)
+    if not torch.cuda.is_available():
+        if size > 1:
+            raise VLLMWorkerError(
+                f"tensor_parallel_size {size} splits each engine over {size} GPUs, and this host has none",
+                where="backend.tensor_parallel_size", fix="set backend.tensor_parallel_size: 1 on a host without "
+                "GPUs (more processes: `accelerate launch --num_processes N masters generate CONFIG`)")
+        return None
+    world = launched_world_size()
+    if world == 1 and size == 1:
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else [
+        str(i) for i in range(torch.cuda.device_count())]
+    rank = int(os.environ.get("LOCAL_RANK") or 0)
+    mine = ids[rank * size:(rank + 1) * size]
+    if len(mine) < size:
+        raise VLLMWorkerError(
+            f"rank {rank} of {world} needs {size} GPU(s) (GPUs {rank * size}..{rank * size + size - 1}) but "
+            f"{len(ids)} are visible", where="backend.tensor_parallel_size",
+            fix="launch at most GPUs / tensor_parallel_size processes, or lower backend.tensor_parallel_size")
+    return ",".join(mine)
 
 
 def stop_workers() -> None:
@@ -238,9 +280,11 @@ class VLLMBackend:
         self.context = context
         self.capabilities = BackendCapabilities(per_row_seeds=True, rows_equal_hf=spec.shares_hf_rows(),
                                                 behaviour_logprobs=True)
+        self.devices = worker_devices(spec.tensor_parallel_size)  # before anything starts: refused on CPU
 
     def worker(self) -> VLLMWorker:
-        return shared_worker(self.spec.python, startup_timeout_s=self.spec.startup_timeout_s, threads=self.spec.threads)
+        return shared_worker(self.spec.python, startup_timeout_s=self.spec.startup_timeout_s, threads=self.spec.threads,
+                             devices=self.devices)
 
     def open(self, model: Any, *, vocab_limit: int, masker: Any = None, levels: Sequence[Ratio] = ()) -> VLLMSession:
         from masters.adapters.resolve import read_checkpoint_config, resolve_adapter
@@ -326,7 +370,7 @@ class VLLMSession(AdapterSession):
         info = worker.open_engine(
             self.key, self.prepared, max_engines=spec.max_engines, dtype=dtype, sampler=spec.sampler,
             kv_cache_bytes=spec.kv_cache_mib * 2**20, max_num_seqs=spec.max_num_seqs, max_model_len=spec.max_model_len,
-            max_images=spec.max_images,
+            max_images=spec.max_images, tensor_parallel_size=spec.tensor_parallel_size,
         )
         self.startup_s = float(info.get("startup_s", 0.0))
         if info.get("level_bp", 0) != 0:  # a reused engine left at a level: back to the checkpoint

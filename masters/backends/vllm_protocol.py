@@ -22,7 +22,9 @@ Operations (fields; reply fields after ``->``):
 
 ``open``      ``key``, ``path`` (a prepared checkpoint), ``dtype``, ``sampler`` (``"gumbel"`` or
               ``"native"``), ``kv_cache_bytes``, ``max_num_seqs``, ``max_model_len`` (or null),
-              ``max_images``, ``threads`` -> ``startup_s``, ``vocab_size``
+              ``max_images``, ``threads``, ``tensor_parallel_size`` (1 unless GPUs; the worker
+              sees only its rank's GPUs through ``CUDA_VISIBLE_DEVICES``) -> ``startup_s``,
+              ``vocab_size``
 ``generate``  ``key``, ``requests`` (``[{"prompt": text, "images": [b64 PNG], "mm_kwargs": {...}}]``:
               the chat-templated prompt and the images exactly as masters builds them for the
               ``hf`` backend), ``seeds`` (one per request), ``settings`` (``temperature``,

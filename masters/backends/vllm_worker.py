@@ -227,6 +227,8 @@ def op_open(msg: dict[str, Any]) -> dict[str, Any]:
     )
     if msg.get("max_model_len"):
         kwargs["max_model_len"] = int(msg["max_model_len"])
+    if int(msg.get("tensor_parallel_size") or 1) > 1:  # GPUs only; untested until a GPU run
+        kwargs["tensor_parallel_size"] = int(msg["tensor_parallel_size"])
     if sampler == "gumbel":
         kwargs["logits_processors"] = [_make_processor_class()]
     try:

@@ -20,13 +20,13 @@ import pyarrow.parquet as pq
 
 from masters.bank.schema import BANK_SCHEMA, FORMAT, SCORE_SCHEMA
 from masters.errors import DataError, MastersError
-from masters.files import atomic_path, atomic_write_json, clean_temporaries, guarded_load
+from masters.files import atomic_path, atomic_write_json, clean_temporaries, content_name, guarded_load
 
 MANIFEST = "bank.json"
 
 
-def _atomic_write_table(table: pa.Table, directory: Path, prefix: str) -> Path:
-    final = directory / f"{prefix}-{uuid.uuid4().hex[:12]}.parquet"
+def _atomic_write_table(table: pa.Table, directory: Path, prefix: str, *, name: str | None = None) -> Path:
+    final = directory / (name or f"{prefix}-{uuid.uuid4().hex[:12]}.parquet")
     with atomic_path(final) as tmp:  # flushed to disk before the rename publishes it
         pq.write_table(table, tmp)
     return final
@@ -150,7 +150,8 @@ class ResponseBank:
         if not fresh:
             return 0
         table = pa.Table.from_pylist(fresh, schema=BANK_SCHEMA)
-        _atomic_write_table(table, self.shards, "part")
+        # Named by its rows: a batch banked twice (two ranks, a rerun) is one file, not a duplicate.
+        _atomic_write_table(table, self.shards, "part", name=content_name("part", seen))
         assert self._keys is not None
         self._keys.update(seen)
         return len(fresh)

@@ -56,7 +56,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from masters.config import load_run_spec
 
     spec = load_run_spec(args.config)
-    report = generate_bank(spec, force=args.force)
+    report = generate_bank(spec, force=args.force)  # under `accelerate launch`: every rank its share
+    if not _main_rank():
+        return 0  # the launch's total, printed once
     _table("generation", [
         ("rows already banked", f"{report.rows_present}"),
         ("rows written now", f"{report.rows_written}"),
@@ -137,7 +139,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     spec = load_run_spec(args.config)
     if args.cache_only:
-        console().print(f"teacher cache written to {build_teacher_cache(spec)}")
+        directory = build_teacher_cache(spec)  # under `accelerate launch`: every rank its share
+        if _main_rank():
+            console().print(f"teacher cache written to {directory}")
         return 0
     result = train(spec)
     last = result.last
@@ -175,6 +179,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _table(f"evaluation of {model} on {args.split} ({result.n} samples)",
            [(k, f"{v:.3f}") for k, v in result.accuracy.items()])
     return 0
+
+
+def _main_rank() -> bool:
+    from masters.engine.locks import launch_rank
+
+    return launch_rank() == 0
 
 
 def _table(title: str, rows: list[tuple[str, str]]) -> None:

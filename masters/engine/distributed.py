@@ -104,10 +104,11 @@ def _fsdp_on_cpu(init_kwargs: dict[str, Any]) -> None:
         state.distributed_type = DistributedType.MULTI_GPU
 
 
-def make_accelerator(training: Any, **kwargs: Any) -> Any:
-    """The Accelerator for a run's ``training`` section, on whatever ``accelerate launch`` asked for."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+def _launch_settings() -> tuple[Any, bool]:
+    """The process-group kwargs and accelerate's ``cpu`` flag for what ``accelerate launch`` asked
+    for (the launcher guard, gloo on CPU, the timeout, FSDP's CPU workaround): the same for an
+    Accelerator (training) and a bare process state (generation), so either may come first."""
+    from accelerate.utils import InitProcessGroupKwargs
 
     world = launched_world_size()
     if world > 1 and not any(os.environ.get(k) for k in ("RANK", "LOCAL_RANK")):
@@ -120,9 +121,6 @@ def make_accelerator(training: Any, **kwargs: Any) -> Any:
     cpu_only = not _has_accelerator_device()
     gloo = cpu_only and world > 1  # (one process has no process group: no backend to name)
     init = InitProcessGroupKwargs(timeout=process_group_timeout(), **({"backend": "gloo"} if gloo else {}))
-    # VLMs leave parameters out of the loss (e.g. the vision tower's last layer when features come
-    # from the one before it): DDP must not wait for their gradients.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     cpu = False
     if cpu_only and world > 1:
         os.environ.setdefault("ACCELERATE_TORCH_DEVICE", "cpu")  # "cpu", not "cpu:0" (FSDP1 refuses it)
@@ -130,12 +128,49 @@ def make_accelerator(training: Any, **kwargs: Any) -> Any:
             _fsdp_on_cpu({"backend": "gloo", "timeout": init.timeout})
         elif engine == "ddp":
             cpu = True  # MULTI_CPU: DistributedDataParallel on gloo
+    return init, cpu
+
+
+def make_accelerator(training: Any, **kwargs: Any) -> Any:
+    """The Accelerator for a run's ``training`` section, on whatever ``accelerate launch`` asked for."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    init, cpu = _launch_settings()
+    # VLMs leave parameters out of the loss (e.g. the vision tower's last layer when features come
+    # from the one before it): DDP must not wait for their gradients.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     accelerator = Accelerator(mixed_precision=training.mixed_precision, cpu=cpu,
                               gradient_accumulation_steps=training.gradient_accumulation_steps,
                               kwargs_handlers=[ddp, init], **kwargs)
     check_world_size(accelerator)
     configure_engine(accelerator, training)
     return accelerator
+
+
+class OneProcess:
+    """The process state of a run that was not launched: no process group, nothing to wait for."""
+
+    num_processes = 1
+    process_index = 0
+    is_main_process = True
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def process_state() -> Any:
+    """The launched processes without an Accelerator, for stages that train nothing (generation):
+    accelerate's ``PartialState`` on the same process group an Accelerator built later in the
+    process joins (one process: :class:`OneProcess`). The lock-step helpers below take it."""
+    if launched_world_size() == 1:
+        return OneProcess()
+    from accelerate.state import PartialState
+
+    init, cpu = _launch_settings()
+    state = PartialState(cpu=cpu, **init.to_kwargs())
+    check_world_size(state)
+    return state
 
 
 def check_world_size(accelerator: Any) -> None:
@@ -145,7 +180,7 @@ def check_world_size(accelerator: Any) -> None:
         raise MastersError(
             f"launched as {world} processes (WORLD_SIZE={world}) but the Accelerator sees "
             f"{accelerator.num_processes}: each process would train alone into the same output directory",
-            where=f"accelerate ({engine_name(accelerator)})",
+            where=f"accelerate ({engine_name(accelerator) if hasattr(accelerator, 'state') else requested_engine()})",
             fix="launch with `accelerate launch --config_file configs/accelerate/<engine>.yaml`; "
                 "an Accelerator passed to train() must be built with masters.engine.distributed.make_accelerator")
 
@@ -316,6 +351,9 @@ def all_agree(accelerator: Any, value: float) -> bool:
     return bool((every == every[0]).all())
 
 
+_MEETINGS: dict[str, int] = {}  # key -> times this process waited there (the same on every rank)
+
+
 def wait_for_main(accelerator: Any, key: str, fn: Callable[[], T] | None = None, *, poll_s: float = 0.5) -> T | None:
     """Run ``fn`` on the main process only while the others wait for it, however long it takes (a
     barrier would time out): they poll the process group's key-value store. An exception on the
@@ -325,7 +363,8 @@ def wait_for_main(accelerator: Any, key: str, fn: Callable[[], T] | None = None,
     import torch.distributed as dist
 
     store = dist.distributed_c10d._get_default_store()
-    name = f"masters/{key}"
+    _MEETINGS[key] = _MEETINGS.get(key, 0) + 1  # a second wait at the same key is a new one
+    name = f"masters/{key}/{_MEETINGS[key]}"
     if accelerator.is_main_process:
         try:
             result = fn() if fn else None
@@ -341,6 +380,40 @@ def wait_for_main(accelerator: Any, key: str, fn: Callable[[], T] | None = None,
         raise MastersError(f"the main process failed at {key}: {status[7:]}", where=f"rank {accelerator.process_index}",
                            fix="see the main process's message above")
     return None
+
+
+def meet(state: Any, key: str, value: str = "", *, error: BaseException | None = None,
+         poll_s: float = 0.2) -> list[str]:
+    """Post this rank's ``value`` under ``key`` and wait, however long it takes, for every rank's;
+    return them in rank order. For work whose length varies by rank (a rank's share of a bank),
+    where a barrier would time out. A rank that arrives with ``error`` makes every rank raise; a
+    rank that dies leaves the others to the launcher, which ends them (torchrun does at once).
+    Keys count their uses, so a process may meet at the same place more than once."""
+    if state.num_processes == 1:
+        if error is not None:
+            raise error
+        return [value]
+    import torch.distributed as dist
+
+    count = _MEETINGS[f"meet/{key}"] = _MEETINGS.get(f"meet/{key}", 0) + 1
+    store = dist.distributed_c10d._get_default_store()
+    names = [f"masters/meet/{key}/{count}/{rank}" for rank in range(state.num_processes)]
+    mine = f"error: {error}" if error is not None else f"ok: {value}"
+    store.set(names[state.process_index], mine)
+    if error is not None:
+        raise error
+    values: dict[int, str] = {}
+    while len(values) < len(names):
+        for rank, name in enumerate(names):
+            if rank not in values and store.check([name]):
+                values[rank] = store.get(name).decode()
+                if values[rank].startswith("error: "):  # at once, not after the slowest rank
+                    raise MastersError(f"rank {rank} failed at {key}: {values[rank][7:]}",
+                                       where=f"rank {state.process_index}",
+                                       fix=f"see rank {rank}'s message above; rerun the same command to resume")
+        if len(values) < len(names):
+            time.sleep(poll_s)
+    return [values[rank][4:] for rank in range(len(names))]
 
 
 # -- memory by phase -------------------------------------------------------------------------------

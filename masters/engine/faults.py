@@ -2,7 +2,9 @@
 
 ``MASTERS_TEST_KILL_AFTER=<stage>:<n>`` makes ``<stage>`` end its process abruptly (no cleanup,
 as a SIGKILL would) once it has durably written ``n`` units (bank rows, scores, optimizer
-steps). Tests use it instead of timing-dependent signals; it is inert when unset.
+steps). ``<stage>:<n>@<rank>`` kills only that rank of an ``accelerate launch`` (``RANK``), once
+that rank has written ``n`` units. Tests use it instead of timing-dependent signals; it is inert
+when unset.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ def kill_point(stage: str, done: int) -> None:
     if not spec:
         return
     name, _, count = spec.partition(":")
+    count, _, rank = count.partition("@")
+    if rank and rank != os.environ.get("RANK", "0"):
+        return
     if name == stage and count.isdigit() and done >= int(count):
         os._exit(KILLED_EXIT_CODE)
 

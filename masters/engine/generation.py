@@ -12,6 +12,7 @@ one and adding questions or levels never changes existing rows.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
@@ -87,17 +88,65 @@ class GenerationReport:
 
 def generate_bank(spec: RunSpec, *, force: bool = False, progress: bool = True,
                   splits: dict[str, list[Any]] | None = None) -> GenerationReport:
-    """Fill the run's bank with every row the spec asks for; return what was written."""
+    """Fill the run's bank with every row the spec asks for; return what was written.
+
+    Under ``accelerate launch`` every process calls it: the batches still missing are dealt out
+    round robin (batch ``j`` to rank ``j % processes``), each rank generates and banks its own as
+    atomic shards, and the bank equals one process's row for row. Returns the launch's total."""
+    from masters.engine.distributed import process_state
     from masters.engine.locks import run_outputs
 
-    with run_outputs(spec, "generate", bank=True):  # one writer per directory (decision 19)
-        return _generate_bank(spec, force=force, progress=progress, splits=splits)
+    ranks = process_state()  # one process: a state of one
+    with run_outputs(spec, "generate", bank=True):  # one writer per directory (decision 19): rank 0 locks
+        return _generate_bank(spec, ranks, force=force, progress=progress, splits=splits)
 
 
-def _generate_bank(spec: RunSpec, *, force: bool = False, progress: bool = True,
+@dataclass(frozen=True)
+class _Batch:
+    """One shard's worth of work: ``n`` responses to each of ``questions`` from one model at one level."""
+
+    source: str
+    teacher: str  # the teacher's path ("" for the student)
+    t_index: int | None  # its place in the chain (None for the student)
+    level: Ratio | None
+    questions: tuple[str, ...]
+    n: int
+
+    def row_ids(self) -> list[str]:
+        bp = None if self.level is None else self.level.bp
+        return [row_id(self.source, self.teacher, bp, q, k) for q in self.questions for k in range(self.n)]
+
+    @property
+    def label(self) -> str:
+        return "student" if self.source == STUDENT else f"{Path(self.teacher).name} @ {self.level}"
+
+
+def _missing_batches(spec: RunSpec, need: dict[int, dict[Ratio, list[str]]], question_ids: Sequence[str],
+                     banked: set[str]) -> list[_Batch]:
+    """Every batch with a row not in ``banked``, in the bank's fixed order: the student, then each
+    teacher of the chain level by level. Batches are cut from the full question lists (never from
+    what is missing), so a row is always generated with the same neighbours."""
+    gen = spec.generation
+    groups: list[tuple[str, str, int | None, Ratio | None, Sequence[str], int]] = []
+    if gen.n_student_responses:
+        groups.append((STUDENT, "", None, None, question_ids, gen.n_student_responses))
+    for t_index, teacher_spec in enumerate(spec.teachers):
+        for level, qids in need.get(t_index, {}).items():
+            groups.append((TEACHER, teacher_spec.path, t_index, level, qids, gen.n_teacher_responses))
+    out = []
+    for source, teacher, t_index, level, qids, n in groups:
+        for i in range(0, len(qids), gen.batch_size):
+            batch = _Batch(source, teacher, t_index, level, tuple(qids[i:i + gen.batch_size]), n)
+            if any(r not in banked for r in batch.row_ids()):
+                out.append(batch)
+    return out
+
+
+def _generate_bank(spec: RunSpec, ranks: Any, *, force: bool = False, progress: bool = True,
                    splits: dict[str, list[Any]] | None = None) -> GenerationReport:
     from masters.adapters.compat import check_compatible
     from masters.data import load_splits
+    from masters.engine.distributed import meet, share, wait_for_main
     from masters.schedules.chain import TeacherChain
 
     splits = splits or load_splits(spec.task)
@@ -105,13 +154,10 @@ def _generate_bank(spec: RunSpec, *, force: bool = False, progress: bool = True,
     by_id = {s.id: s for s in train}
     question_ids = [s.id for s in train]
     chain = TeacherChain.from_run_spec(spec)
-    # The plan of the training that will use the bank: under `accelerate launch` (masters run) its
-    # steps take questions_per_step x gradient_accumulation_steps x the launched processes.
-    from masters.engine.distributed import launched_world_size
-
-    plan = training_plan(spec, question_ids, chain=chain, world_size=launched_world_size())
+    # The plan of the training that will use the bank: under `accelerate launch` its steps take
+    # questions_per_step x gradient_accumulation_steps x the launched processes.
+    plan = training_plan(spec, question_ids, chain=chain, world_size=ranks.num_processes)
     need = required_levels(spec, plan, question_ids, chain)
-    gen = spec.generation
     report = GenerationReport()
 
     vocab_size = check_tokenizers(spec)  # before any compute: a mismatch found after hours of generation is useless
@@ -120,39 +166,75 @@ def _generate_bank(spec: RunSpec, *, force: bool = False, progress: bool = True,
     student = backend.open(spec.student, vocab_limit=vocab_size)
     fingerprint = tokenizer_fingerprint(student)
     student_tokenizer = _TokenizerOnly(student.tokenizer)
-    bank = ResponseBank.open(
-        bank_dir(spec), stage_hash=stage_hash("generate", generation_fields(spec)), tokenizer_fingerprint=fingerprint,
-        metadata={"fields": json.loads(json.dumps(generation_fields(spec), default=_json_default)),
-                  "backend": spec.backend.model_dump(mode="json"), "provenance": provenance()}, force=force,
-    )
-    record_backend(bank, spec.backend)
-    report.rows_present = len(bank)
+    identity = stage_hash("generate", generation_fields(spec))
+
+    def open_bank() -> ResponseBank:
+        bank = ResponseBank.open(
+            bank_dir(spec), stage_hash=identity, tokenizer_fingerprint=fingerprint,
+            metadata={"fields": json.loads(json.dumps(generation_fields(spec), default=_json_default)),
+                      "backend": spec.backend.model_dump(mode="json"), "provenance": provenance()}, force=force,
+        )
+        record_backend(bank, spec.backend)
+        return bank
+
+    # Rank 0 creates or checks the bank (its refusal is every rank's); then every rank reads what is
+    # banked before any rank writes, so all deal out the same missing batches.
+    bank = wait_for_main(ranks, "generate/open", open_bank)
+    bank = ResponseBank(bank_dir(spec)) if bank is None else bank
+    banked = bank.keys()
+    report.rows_present = len(banked)
+    meet(ranks, "generate/read")
+    todo = _missing_batches(spec, need, question_ids, banked)
+    mine = [b for chunk in share(todo, ranks, 1) for b in chunk]
     started = time.perf_counter()
-    with progress_bar(progress) as bar:
-        if gen.n_student_responses:
-            _fill(bank, student, STUDENT, "", None, question_ids, gen.n_student_responses, by_id, spec, report, bar)
-        student.close()
-        del student
-        gc.collect()
-        for t_index, teacher_spec in enumerate(spec.teachers):
-            levels = need.get(t_index, {})
-            if not any(_missing(bank, TEACHER, teacher_spec.path, lvl, qs, gen.n_teacher_responses)
-                       for lvl, qs in levels.items()):
-                continue
-            teacher = backend.open(teacher_spec, vocab_limit=vocab_size, masker=spec.masker,
-                                   levels=chain.levels(t_index))
-            try:
-                check_compatible(teacher, student_tokenizer, where=f"teachers.{t_index} ({teacher_spec.path})")
-                for level, qids in levels.items():
-                    teacher.set_level(level)
-                    _fill(bank, teacher, TEACHER, teacher_spec.path, level, qids, gen.n_teacher_responses, by_id,
-                          spec, report, bar)
-            finally:
-                teacher.close()
-            del teacher
+    failure: BaseException | None = None
+    try:
+        with progress_bar(progress and ranks.is_main_process) as bar:
+            totals: dict[str, int] = {}
+            for b in mine:
+                totals[b.label] = totals.get(b.label, 0) + len(b.questions) * b.n
+            tasks = {label: bar.add_task(f"generate {label}", total=t) for label, t in totals.items()} if bar else {}
+
+            def advance(b: _Batch) -> None:
+                if bar:
+                    bar.advance(tasks[b.label], len(b.questions) * b.n)
+
+            _fill(bank, student, [b for b in mine if b.source == STUDENT], by_id, spec, report, advance)
+            student.close()
+            del student
             gc.collect()
+            for t_index, teacher_spec in enumerate(spec.teachers):
+                batches = [b for b in mine if b.t_index == t_index]
+                if not batches:
+                    continue
+                teacher = backend.open(teacher_spec, vocab_limit=vocab_size, masker=spec.masker,
+                                       levels=chain.levels(t_index))
+                try:
+                    check_compatible(teacher, student_tokenizer, where=f"teachers.{t_index} ({teacher_spec.path})")
+                    for level in dict.fromkeys(b.level for b in batches):
+                        teacher.set_level(level)
+                        _fill(bank, teacher, [b for b in batches if b.level == level], by_id, spec, report, advance)
+                finally:
+                    teacher.close()
+                del teacher
+                gc.collect()
+    except BaseException as exc:  # the other ranks learn of it instead of waiting
+        failure = exc
     report.seconds = time.perf_counter() - started
-    return report
+    shares = meet(ranks, "generate/done", json.dumps(dataclasses.asdict(report)), error=failure)
+    return _total([GenerationReport(**json.loads(v)) for v in shares])
+
+
+def _total(reports: Sequence[GenerationReport]) -> GenerationReport:
+    """The launch's report: rows and tokens summed over the ranks, the slowest rank's time."""
+    total = GenerationReport(rows_present=reports[0].rows_present)
+    for r in reports:
+        total.rows_written += r.rows_written
+        total.tokens += r.tokens
+        total.seconds = max(total.seconds, r.seconds)
+        for label, n in r.per_source.items():
+            total.per_source[label] = total.per_source.get(label, 0) + n
+    return total
 
 
 def check_tokenizers(spec: RunSpec) -> int:
@@ -179,37 +261,26 @@ class _TokenizerOnly:
         return self._vocab
 
 
-def _missing(bank: ResponseBank, source: str, teacher: str, level: Ratio | None, qids: Sequence[str], n: int) -> bool:
-    keys = bank.keys()
-    bp = None if level is None else level.bp
-    return any(row_id(source, teacher, bp, q, k) not in keys for q in qids for k in range(n))
-
-
-def _fill(bank: ResponseBank, session: GenerationSession, source: str, teacher: str, level: Ratio | None,
-          qids: Sequence[str], n: int, by_id: dict[str, Any], spec: RunSpec, report: GenerationReport,
-          bar: Any) -> None:
+def _fill(bank: ResponseBank, session: GenerationSession, batches: Sequence[_Batch], by_id: dict[str, Any],
+          spec: RunSpec, report: GenerationReport, advance: Any) -> None:
     gen = spec.generation
     settings = sampling_settings(spec)
-    bp = None if level is None else level.bp
-    keys = bank.keys()
-    batches = [qids[i:i + gen.batch_size] for i in range(0, len(qids), gen.batch_size)]
-    label = "student" if source == STUDENT else f"{Path(teacher).name} @ {level}"
-    todo = [b for b in batches if any(row_id(source, teacher, bp, q, k) not in keys for q in b for k in range(n))]
-    task = bar.add_task(f"generate {label}", total=sum(len(b) * n for b in todo)) if bar else None
     params = json.dumps({k: getattr(gen, k) for k in SAMPLING_FIELDS}, sort_keys=True)
     identity = bank.manifest()["stage_hash"]  # read once, not once per row
     eos = set(session.eos_token_ids)
-    for batch in todo:
-        seeds = [derived_seed(gen.seed, source, teacher, bp, q, k) for q in batch for k in range(n)]
-        generated = session.generate([by_id[q] for q in batch for _ in range(n)], seeds, settings)
+    for batch in batches:
+        source, teacher, n = batch.source, batch.teacher, batch.n
+        bp = None if batch.level is None else batch.level.bp
+        seeds = [derived_seed(gen.seed, source, teacher, bp, q, k) for q in batch.questions for k in range(n)]
+        generated = session.generate([by_id[q] for q in batch.questions for _ in range(n)], seeds, settings)
         outputs = [g.token_ids for g in generated]
         behaviour = [g.behaviour_logprobs for g in generated]
         texts = session.decode(outputs)
         rows = []
-        for i, (ids, text) in enumerate(zip(outputs, texts)):
-            q, k = batch[i // n], i % n
+        for i, (ids, text, rid) in enumerate(zip(outputs, texts, batch.row_ids())):
+            q, k = batch.questions[i // n], i % n
             rows.append({
-                "row_id": row_id(source, teacher, bp, q, k), "source": source, "teacher": teacher, "level_bp": bp,
+                "row_id": rid, "source": source, "teacher": teacher, "level_bp": bp,
                 "question_id": q, "sample_index": k, "response_text": text, "token_ids": list(ids),
                 "num_tokens": len(ids), "truncated": bool(len(ids) >= gen.max_new_tokens and (not ids or ids[-1] not in eos)),
                 "empty": not text.strip(), "seed": seeds[i], "generation": params, "stage_hash": identity,
@@ -218,10 +289,9 @@ def _fill(bank: ResponseBank, session: GenerationSession, source: str, teacher: 
             report.tokens += len(ids)
         written = bank.append(rows)
         report.rows_written += written
-        report.per_source[label] = report.per_source.get(label, 0) + written
+        report.per_source[batch.label] = report.per_source.get(batch.label, 0) + written
         kill_point("generate", report.rows_written)
-        if bar:
-            bar.advance(task, len(rows))
+        advance(batch)
 
 
 def check_backend_rows(backend_spec: Any, backend: Any) -> None:

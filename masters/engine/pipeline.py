@@ -132,8 +132,8 @@ def _run_stages(spec: RunSpec, *, stages: Sequence[str] | None, progress: bool,
             if on_stage:
                 on_stage(stage, "skipped (outputs match the config)")
             continue
-        if rank != 0:  # under `accelerate launch`: every rank trains, rank 0 alone does the rest
-            if stage == "train":
+        if rank != 0:  # under `accelerate launch`: every rank generates and trains, rank 0 alone does the rest
+            if stage in ("generate", "train"):
                 results[stage] = _run_stage(stage, spec, splits, out, progress, context, results)
             elif stage != "evaluate":
                 _wait_for_rank0(log, stage, identity)

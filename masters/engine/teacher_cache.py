@@ -12,7 +12,6 @@ online one; ``benchmarks/teacher_signal.py`` reports the gap and the saving.
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 import torch
 
 from masters.engine.faults import kill_point
-from masters.files import atomic_path, clean_temporaries
+from masters.files import atomic_path, clean_temporaries, content_name
 from masters.errors import MastersError
 
 SCHEMA = pa.schema([
@@ -82,7 +81,7 @@ class TeacherCache:
 
     def write(self, items: Mapping[str, tuple[list[list[int]], list[list[float]]]]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / f"cache-{uuid.uuid4().hex[:12]}.parquet"
+        final = self.directory / content_name("cache", items)  # the same chunk twice: one file
         rows = [{"key": k, "topk_ids": ids, "topk_logprobs": lps} for k, (ids, lps) in items.items()]
         with atomic_path(final) as tmp:
             pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
@@ -106,11 +105,12 @@ class TeacherCache:
 
 @torch.no_grad()
 def fill_cache(cache: TeacherCache, teacher: Any, vocab_size: int, work: Sequence[tuple[str, Mapping[str, Any], Any]],
-               *, top_k: int, batch_size: int = 8, clean: bool = True) -> int:
+               *, top_k: int, batch_size: int = 8, clean: bool = True, written_before: int = 0) -> int:
     """Teacher-force ``(key, row, sample)`` items missing from the cache at the teacher's current level.
 
-    Several processes may fill disjoint shares of one cache (files are uniquely named); they pass
-    ``clean=False`` and one of them calls ``cache.clean_partial()`` first.
+    Several processes may fill disjoint shares of one cache (files are named by their keys); they
+    pass ``clean=False`` and one of them calls ``cache.clean_partial()`` first. ``written_before``:
+    what this process wrote in earlier calls (for the kill point's running count).
     """
     if clean:
         cache.clean_partial()
@@ -129,7 +129,7 @@ def fill_cache(cache: TeacherCache, teacher: Any, vocab_size: int, work: Sequenc
             items[key] = (top.indices[i, :n].tolist(), top.values[i, :n].tolist())
         cache.write(items)
         written += len(chunk)
-        kill_point("teacher-cache", written)
+        kill_point("teacher-cache", written_before + written)
     return written
 
 

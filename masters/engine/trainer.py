@@ -248,7 +248,14 @@ class Trainer:
 
     def _teacher_cache(self) -> Any:
         """Precompute the top-k teacher log-probs of every (row, level) the plan trains on: every rank
-        holds the (whole) teacher and fills its share, in lock step."""
+        holds the (whole) teacher and fills its share.
+
+        Chunks of ``CACHE_BATCH`` rows are cut per (teacher, level) from every row the plan trains on
+        (never from what is missing), so a row is always forced with the same neighbours; the chunks
+        still missing are dealt out round robin over all levels (chunk ``j`` to rank ``j %
+        processes``). A chunk is one atomic file, so a killed rank loses at most the chunk it was
+        forcing, and the cache equals one process's whatever the number of processes or restarts."""
+        from masters.engine.distributed import meet, share
         from masters.engine.teacher_cache import TeacherCache, cache_key, check_fits, fill_cache
 
         cache = TeacherCache(training_dir(self.spec) / "teacher_cache")
@@ -261,15 +268,23 @@ class Trainer:
             cache.clean_partial()
         barrier(self.accelerator)
         done = cache.entries()  # the same on every rank: nobody writes before this barrier is passed
-        missing = [w for items in work.values() for k, w in items.items() if k not in done]
-        check_fits(cache.directory, sum(len(r["token_ids"]) for _, r, _ in missing), self.t.cache_top_k)
-        for (teacher, level), items in work.items():
-            pending = [w for k, w in items.items() if k not in done]
-            if pending:
+        chunks = [(teacher, level, chunk) for (teacher, level), items in work.items()
+                  for chunk in _chunks(list(items.values()), CACHE_BATCH) if any(w[0] not in done for w in chunk)]
+        check_fits(cache.directory, sum(len(r["token_ids"]) for *_, chunk in chunks for k, r, _ in chunk
+                                        if k not in done), self.t.cache_top_k)
+        barrier(self.accelerator)  # every rank has read the cache before any rank writes to it
+        failure: BaseException | None = None
+        written = 0
+        try:
+            for teacher, level, chunk in [c for mine in share(chunks, self.accelerator, 1) for c in mine]:
                 self._set_teacher(PlannedStep(-1, teacher, 0, level, ()))
-                in_lock_step(self.accelerator, pending, CACHE_BATCH,
-                             lambda chunk: fill_cache(cache, self.teacher, self.vocab, chunk,
-                                                      top_k=self.t.cache_top_k, batch_size=CACHE_BATCH, clean=False))
+                written += fill_cache(cache, self.teacher, self.vocab, chunk, top_k=self.t.cache_top_k,
+                                      batch_size=CACHE_BATCH, clean=False, written_before=written)
+        except BaseException as exc:  # the other ranks learn of it instead of waiting
+            failure = exc
+        # Shares differ in length (uneven chunks, a rank may load a teacher the others do not):
+        # wait without the process group's timeout.
+        meet(self.accelerator, "teacher-cache", error=failure)
         self._release_teacher()  # training itself never holds the teacher
         cache.reload()  # what the other ranks wrote
         return cache
@@ -703,3 +718,7 @@ def _check_teacher_signal(teacher_logits: torch.Tensor, token_jsd: torch.Tensor,
     if problem:
         raise MastersError(problem, where="training (first step)",
                            fix="check the teacher checkpoint and its adapter; the masked teacher must produce logits")
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
