@@ -2,7 +2,8 @@
 
 Every write is a whole Parquet shard written to a temporary name, flushed to disk and renamed
 into place (``os.replace`` is atomic), so a process killed at any moment leaves either the whole
-shard or none of it. Readers ignore and clean leftover temporaries. A resumed stage asks for the
+shard or none of it. Generated shards are named by their row ids, so the ranks of a launch write
+side by side and a batch written twice is one file. Readers ignore and clean leftover temporaries. A resumed stage asks for the
 keys already present and writes only the rest: no row is lost or duplicated.
 """
 

@@ -8,6 +8,11 @@ a rerun skips every batch already banked. Each row is sampled with its own seed 
 seed, teacher, level, question and sample index) by the run's generation backend (``backend``;
 the built-in ``hf`` uses :class:`PerRowGumbelSampler`), so a resumed bank equals an uninterrupted
 one and adding questions or levels never changes existing rows.
+
+Under ``accelerate launch`` every process runs the stage: the batches still missing are dealt out
+round robin over all models and levels, each rank banks its own (shards named by their row ids),
+and rank 0 alone holds the directory lock and writes ``bank.json``. Which rank generates a batch
+never changes its rows, so the bank equals one process's (tests/engine/test_generation_distributed.py).
 """
 
 from __future__ import annotations
@@ -218,11 +223,13 @@ def _generate_bank(spec: RunSpec, ranks: Any, *, force: bool = False, progress: 
                     teacher.close()
                 del teacher
                 gc.collect()
-    except BaseException as exc:  # the other ranks learn of it instead of waiting
+    except Exception as exc:  # the other ranks learn of it instead of waiting (a signal just ends this one)
         failure = exc
     report.seconds = time.perf_counter() - started
     shares = meet(ranks, "generate/done", json.dumps(dataclasses.asdict(report)), error=failure)
-    return _total([GenerationReport(**json.loads(v)) for v in shares])
+    total = _total([GenerationReport(**json.loads(v)) for v in shares])
+    total.per_source = {b.label: total.per_source[b.label] for b in todo if b.label in total.per_source}  # bank order
+    return total
 
 
 def _total(reports: Sequence[GenerationReport]) -> GenerationReport:

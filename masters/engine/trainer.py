@@ -280,7 +280,7 @@ class Trainer:
                 self._set_teacher(PlannedStep(-1, teacher, 0, level, ()))
                 written += fill_cache(cache, self.teacher, self.vocab, chunk, top_k=self.t.cache_top_k,
                                       batch_size=CACHE_BATCH, clean=False, written_before=written)
-        except BaseException as exc:  # the other ranks learn of it instead of waiting
+        except Exception as exc:  # the other ranks learn of it instead of waiting (a signal just ends this one)
             failure = exc
         # Shares differ in length (uneven chunks, a rank may load a teacher the others do not):
         # wait without the process group's timeout.

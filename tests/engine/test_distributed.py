@@ -183,7 +183,7 @@ def test_two_processes_killed_and_resumed_equal_one_process(tiny_pair, scored_ba
     control = references.get(f"seed1-{engine}" if two else "seed1", seed=1, **one)
     assert max_diff(control, expected) > TOLERANCE  # the negative control: a different seed fails the check
 
-    if "pipeline" in report:  # generation, scoring and evaluation by rank 0, training by both
+    if "pipeline" in report:  # generation and training by both ranks, scoring and evaluation by rank 0
         stages = json.loads((tmp_path / "pipeline" / "stages.json").read_text())
         assert all(stages[s].get("state", "done") == "done" for s in ("generate", "score", "train", "evaluate"))
         assert (tmp_path / "pipeline" / "eval" / "student-test.json").exists()
@@ -337,3 +337,72 @@ def test_a_sharded_teacher_is_refused_with_a_pointer_to_the_cached_signal():
     with pytest.raises(MastersError, match="sharded") as info:
         _refuse_sharded_teacher(model, "teachers.0")
     assert "teacher_signal: cached" in info.value.render()
+
+
+# Each rank as its own process, started here rather than by a launcher: torchrun's agent ends the
+# other ranks itself when one dies, which would hide whether masters' own process-group timeout
+# does. Rank 1 is SIGKILLed (its sockets close) or SIGSTOPped (a hung rank: its sockets stay open,
+# the case gloo's default timeout of 30 minutes would leave hanging) right after its 2nd
+# optimizer step; rank 0 must fail by itself, non-zero, within the timeout and some slack.
+RANK_FAULT = """
+import os, signal, sys
+from masters.engine import trainer
+real = trainer.kill_point
+def kill_point(stage, done):
+    if stage == "train" and done >= 2 and os.environ.get("FAULT"):
+        os.kill(os.getpid(), getattr(signal, os.environ["FAULT"]))
+    real(stage, done)
+trainer.kill_point = kill_point
+from masters.cli import main
+sys.exit(main(["train", sys.argv[1]]))
+"""
+FAULT_TIMEOUT_S = 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP"])
+def test_a_rank_killed_or_hung_mid_training_ends_the_other_within_the_process_group_timeout(
+        tiny_pair, scored_bank, tmp_path, fault):
+    import signal
+    import time
+
+    import psutil
+
+    path = prepared(tiny_pair, scored_bank, tmp_path / "run", training={"checkpoint_every": 100})
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    base = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+            "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+            "MASTERS_PROCESS_GROUP_TIMEOUT": str(FAULT_TIMEOUT_S)}
+    ranks = [subprocess.Popen([sys.executable, "-c", RANK_FAULT, str(path)], cwd=ROOT, text=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r), **({"FAULT": fault} if r else {})})
+             for r in (0, 1)]
+    survivor, faulty = ranks
+    try:
+        deadline = time.monotonic() + LAUNCH_TIMEOUT_S
+        while time.monotonic() < deadline:  # until rank 1 is dead or stopped
+            if faulty.poll() is not None or psutil.Process(faulty.pid).status() == psutil.STATUS_STOPPED:
+                break
+            assert survivor.poll() is None, survivor.stderr.read()[-3000:]
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"rank 1 never reached its {fault}")
+        faulted = time.monotonic()
+        try:
+            _, err = survivor.communicate(timeout=FAULT_TIMEOUT_S + 50)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"rank 0 still running {FAULT_TIMEOUT_S + 50} s after rank 1's {fault} (a hang)")
+        took = time.monotonic() - faulted
+    finally:
+        for proc in ranks:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+    assert survivor.returncode != 0, err[-3000:]
+    assert (tmp_path / "run" / "train").exists() and len(metrics_steps(tmp_path / "run")) == 2  # it did train
+    if fault == "SIGSTOP":  # the hung peer is detected by the timeout alone
+        assert "timed out" in err.lower() or "timeout" in err.lower(), err[-3000:]
+        assert took >= FAULT_TIMEOUT_S - 1, took
+    print(f"{fault}: rank 0 exited {survivor.returncode} {took:.1f} s after rank 1's fault")
