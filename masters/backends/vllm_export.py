@@ -23,11 +23,12 @@ The prepared copy is cached under a key of the source files' names, sizes and mt
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,21 @@ def _copy_weights(src: Path, dst: Path, rename: Callable[[str], str]) -> None:
     save_file(tensors, str(dst), metadata={**metadata, "format": "pt"})
 
 
+@contextlib.contextmanager
+def _saved_on_this_rank(model: Any) -> Iterator[None]:
+    """transformers 5 writes nothing from ``save_pretrained`` on a ``torch.distributed`` rank other
+    than 0 (``should_save_on_this_rank``). Under ``accelerate launch masters generate`` every rank's
+    worker reloads its own level weights, so each rank writes them."""
+    if not hasattr(model, "should_save_on_this_rank"):
+        yield
+        return
+    model.should_save_on_this_rank = lambda is_main_process: is_main_process
+    try:
+        yield
+    finally:
+        del model.should_save_on_this_rank
+
+
 def write_level_weights(model: Any, directory: str | os.PathLike[str], model_type: str,
                         prepared: str | os.PathLike[str] | None = None) -> Path:
     """Write ``model``'s current weights (a mask level's) where vLLM's in-place reload reads them.
@@ -145,7 +161,14 @@ def write_level_weights(model: Any, directory: str | os.PathLike[str], model_typ
     raw = directory / "raw"
     shutil.rmtree(directory, ignore_errors=True)
     raw.mkdir(parents=True)
-    model.save_pretrained(str(raw))
+    with _saved_on_this_rank(model):
+        model.save_pretrained(str(raw))
+    if not any(p.suffix in _WEIGHT_SUFFIXES for p in raw.iterdir()):
+        from masters.errors import MastersError
+
+        raise MastersError("save_pretrained wrote no weights for the vLLM engine's mask level", where=str(raw),
+                           fix="report this with your transformers version: a level's weights must be written "
+                           "by the process (rank) whose engine reloads them")
     rename = key_renamer(model_type)
     for path in sorted(raw.iterdir()):
         if path.suffix in _WEIGHT_SUFFIXES:

@@ -20,12 +20,7 @@ scheduled``, the same rows. 7 questions in batches of 2 leave the ranks uneven s
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -39,9 +34,6 @@ from masters.engine.generation import bank_dir, generate_bank
 from masters.engine.teacher_cache import TeacherCache
 from masters.engine.trainer import build_teacher_cache, training_dir
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "configs" / "accelerate" / "ddp.yaml"  # what a user launches generation with, too
-LAUNCH_TIMEOUT_S = 180
 N_TRAIN = 7
 
 
@@ -68,28 +60,6 @@ def write_config(tiny_pair, out: Path, **overrides) -> Path:
     return path
 
 
-def launch(path: Path, *args: str, kill: str | None = None) -> tuple[subprocess.CompletedProcess, float]:
-    """``accelerate launch`` of ``masters ARGS CONFIG`` on 2 processes; the result and its seconds."""
-    with socket.socket() as probe:  # a free port: a fixed one collides with a concurrent run
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG), "--num_processes", "2",
-           "--main_process_port", port,
-           "--num_cpu_threads_per_process", "1", "-m", "masters.cli", *args, str(path)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop("MASTERS_TEST_KILL_AFTER", None)
-    if kill:
-        env["MASTERS_TEST_KILL_AFTER"] = kill
-    began = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=LAUNCH_TIMEOUT_S, cwd=ROOT)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{' '.join(args)}: no result within {LAUNCH_TIMEOUT_S} s (a hang?)\n{(exc.stderr or b'')[-4000:]!r}")
-    seconds = time.perf_counter() - began
-    print(f"launch {' '.join(args)}: {seconds:.1f} s, exit {proc.returncode}")
-    return proc, seconds
-
-
 def rows(out: Path) -> list[dict]:
     """The bank read back in canonical order (by row id); every column."""
     table = ResponseBank(out / "bank").table().to_pylist()
@@ -113,7 +83,7 @@ def close(a: dict, b: dict, tol: float = 1e-6) -> bool:
 
 
 @pytest.mark.slow
-def test_launched_bank_and_cache_killed_and_resumed_equal_one_process(tiny_pair, tmp_path):
+def test_launched_bank_and_cache_killed_and_resumed_equal_one_process(tiny_pair, tmp_path, launch):
     # The references: one process, uninterrupted.
     ref = validate_run_spec(config(tiny_pair, tmp_path / "ref", **ONE_PROCESS))
     generate_bank(ref, progress=False)
