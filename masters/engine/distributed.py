@@ -138,8 +138,10 @@ def make_accelerator(training: Any, **kwargs: Any) -> Any:
 
     init, cpu = _launch_settings()
     # VLMs leave parameters out of the loss (e.g. the vision tower's last layer when features come
-    # from the one before it): DDP must not wait for their gradients.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    # from the one before it): DDP must not wait for their gradients. Gradients are views into
+    # DDP's all-reduce buckets (PyTorch's documented memory option): without it every rank holds
+    # the student's gradients twice, once in .grad and once in the buckets.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True, gradient_as_bucket_view=True)
     accelerator = Accelerator(mixed_precision=training.mixed_precision, cpu=cpu,
                               gradient_accumulation_steps=training.gradient_accumulation_steps,
                               kwargs_handlers=[ddp, init], **kwargs)

@@ -182,6 +182,7 @@ class Trainer:
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.t.learning_rate, weight_decay=self.t.weight_decay)
+        del params  # FSDP2 replaces the parameters with shards: nothing here may keep the whole ones alive
         fit_to_model(self.accelerator, model)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         release_memory()  # the unsharded tensors FSDP / ZeRO-3 replaced
