@@ -14,7 +14,8 @@ class PeakRSS:
     """``with PeakRSS(proc.pid) as rss: proc.communicate()`` then ``rss.peak`` (bytes).
 
     ``tree=True`` adds the RSS of every descendant (contenders that spawn workers) and keeps each
-    descendant's own peak in ``peaks`` (pid -> bytes) with its command line in ``cmd``;
+    descendant's own peak in ``peaks`` (pid -> bytes) with its command line in ``cmd`` and its
+    parent's pid in ``parent``;
     ``interval`` is the sampling period in seconds. A process that has exited simply stops the
     sampling.
     """
@@ -24,6 +25,7 @@ class PeakRSS:
         self.peak = 0
         self.peaks: dict[int, int] = {}
         self.cmd: dict[int, str] = {}
+        self.parent: dict[int, int] = {}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -49,7 +51,10 @@ class PeakRSS:
                     for child in root.children(recursive=True):
                         try:
                             rss = child.memory_info().rss
-                            self.cmd.setdefault(child.pid, " ".join(child.cmdline()))
+                            cmd = " ".join(child.cmdline())  # the latest: a fork shows its parent's until exec
+                            if cmd:
+                                self.cmd[child.pid] = cmd
+                            self.parent.setdefault(child.pid, child.ppid())
                         except psutil.Error:  # a child exiting mid-walk is not the root exiting
                             continue
                         total += rss
