@@ -46,33 +46,17 @@ def tiny_pair(tmp_path_factory):
 def launch():
     """``launch(config, *args, kill=None)``: ``accelerate launch`` of ``masters ARGS CONFIG`` on 2 gloo
     processes (``configs/accelerate/ddp.yaml``, what a user launches generation with), under a
-    timeout (a hang fails instead of stalling CI); ``kill`` sets ``MASTERS_TEST_KILL_AFTER``.
-    Returns the finished process and its wall time in seconds."""
-    import socket
-    import subprocess
-    import sys
+    timeout; ``kill`` sets ``MASTERS_TEST_KILL_AFTER``. Returns the finished process and its wall
+    time in seconds."""
     import time
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    timeout_s = 300
+    from launching import ROOT, accelerate_launch
 
     def run(config, *args: str, kill: str | None = None):
-        with socket.socket() as probe:  # a free port: a fixed one collides with a concurrent run
-            probe.bind(("127.0.0.1", 0))
-            port = str(probe.getsockname()[1])
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(root / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", "2", "--main_process_port", port,
-               "--num_cpu_threads_per_process", "1", "-m", "masters.cli", *args, str(config)]
-        env = {**os.environ, "PYTHONPATH": str(root)}
-        env.pop("MASTERS_TEST_KILL_AFTER", None)
-        if kill:
-            env["MASTERS_TEST_KILL_AFTER"] = kill
         began = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s, cwd=root)
-        except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"{' '.join(args)}: no result within {timeout_s} s (a hang?)\n{(exc.stderr or b'')[-4000:]!r}")
+        ddp = ROOT / "configs" / "accelerate" / "ddp.yaml"
+        proc = accelerate_launch(ddp, ["-m", "masters.cli", *args, str(config)], timeout_s=300,
+                                 what=" ".join(args), env={"MASTERS_TEST_KILL_AFTER": kill})
         seconds = time.perf_counter() - began
         print(f"launch {' '.join(args)}: {seconds:.1f} s, exit {proc.returncode}")
         return proc, seconds

@@ -67,8 +67,9 @@ class GapModel(StrictModel):
     # 1e-3 made every model's curve oscillate at the answer prior (benchmarks/results/shapes_reason_probe.md)
     learning_rate: float = Field(3e-4, gt=0)
     max_new_tokens: int = Field(26, ge=1, description="Longest greedy answer when scoring the curve.")
-    warmup: tuple[WarmupStage, ...] = Field(PERCEPTION_WARMUP, description="Stages trained before the task's passes, in order "
-                                            "(the same for every role, so a gap is one of capacity, not recipe).")
+    warmup: tuple[WarmupStage, ...] = Field(
+        PERCEPTION_WARMUP, description="Stages trained before the task's passes, in order (the same for every "
+        "role, so a gap is one of capacity, not recipe).")
 
 
 class GapSpec(StrictModel):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from launching import ROOT, accelerate_launch, free_port
 from safetensors.torch import load_file
 
 from masters.bank.scoring import score_bank
@@ -30,7 +30,6 @@ from masters.data import load_splits
 from masters.engine.generation import bank_dir, generate_bank
 from masters.engine.trainer import train
 
-ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs" / "accelerate"
 JOB = Path(__file__).with_name("distributed_job.py")
 TOLERANCE = 1e-4
@@ -84,21 +83,10 @@ def single_process(tiny_pair, scored_bank, out, **overrides) -> dict[str, torch.
 
 
 def launch(config_file: Path, runs: list[dict], tmp_path: Path) -> dict:
-    with socket.socket() as probe:  # a free port: a fixed one collides with a concurrent run
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
     job = tmp_path / f"job-{config_file.stem}.json"
     report = tmp_path / f"report-{config_file.stem}.json"
     job.write_text(json.dumps({"runs": runs, "report": str(report)}))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
-           "--num_processes", "2", "--main_process_port", port, "--num_cpu_threads_per_process", "1",
-           str(JOB), str(job)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=LAUNCH_TIMEOUT_S, cwd=ROOT)
-    except subprocess.TimeoutExpired as exc:
-        tail = (exc.stderr or b"")[-4000:]
-        pytest.fail(f"{config_file.name}: no result within {LAUNCH_TIMEOUT_S} s (a hang?)\n{tail!r}")
+    proc = accelerate_launch(config_file, [str(JOB), str(job)], timeout_s=LAUNCH_TIMEOUT_S, what=config_file.name)
     assert proc.returncode == 0, proc.stderr[-6000:]
     return json.loads(report.read_text())
 
@@ -369,9 +357,7 @@ def test_a_rank_killed_or_hung_mid_training_ends_the_other_within_the_process_gr
     import psutil
 
     path = prepared(tiny_pair, scored_bank, tmp_path / "run", training={"checkpoint_every": 100})
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
+    port = free_port()
     base = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
             "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
             "MASTERS_PROCESS_GROUP_TIMEOUT": str(FAULT_TIMEOUT_S)}

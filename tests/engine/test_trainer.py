@@ -275,12 +275,9 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tiny_pai
     prepared(tiny_pair, scored_bank, double)
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(config(tiny_pair, double, training={"questions_per_step": 1})))
-    import socket
+    from launching import free_port
 
-    with socket.socket() as probe:  # a free port: a fixed one collides with a concurrent run
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
            "-m", "masters.cli", "train", str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "ACCELERATE_USE_CPU": "true"})
     assert proc.returncode == 0, proc.stderr[-4000:]
