@@ -15,6 +15,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 COMMAND_MODULES: tuple[str, ...] = (
     "masters.cli.components",
@@ -96,20 +97,38 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM (how schedulers pre-empt a job), handled like Ctrl-C: every stage resumes."""
 
 
+def _in_finaliser(frame: Any) -> bool:
+    """True inside a ``__del__``: Python prints and drops an exception raised there ("Exception
+    ignored in ..."), so a SIGTERM raised into one would be lost and the process would run on
+    until the launcher's SIGKILL (seen when GC ran a finaliser while a rank waited for another)."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: object) -> None:
-        raise _Terminated(signum)
+    def handler(signum: int, frame: Any) -> None:
+        if _in_finaliser(frame) and hasattr(signal, "setitimer"):
+            signal.setitimer(signal.ITIMER_REAL, 0.05)  # raise it again once the finaliser is done
+            return
+        raise _Terminated(signal.SIGTERM)
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (an embedding program): leave signals alone
         yield
         return
+    previous_alarm = signal.signal(signal.SIGALRM, handler) if hasattr(signal, "SIGALRM") else None
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_alarm is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous_alarm)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
