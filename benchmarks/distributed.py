@@ -356,10 +356,17 @@ def notes(result: dict) -> list[str]:
         ckpt = [p for p in fsdp2["high_water_after_phase_mib"] if p.startswith("checkpoint ")]
         if ckpt and high(fsdp2, ckpt[-1]) > in_steps["fsdp2"] + 50:
             rank0 = fsdp2["high_water_after_phase_mib"][ckpt[-1]][0]
-            text += (f"; its peak is rank 0 at {ckpt[-1]} ({rank0:.0f} MiB, +{rank0 - in_steps['fsdp2']:.0f}): the "
-                     "checkpoint gathers the whole weights and Adam moments onto rank 0 and writes them as one "
-                     "file that any engine resumes. Sharded FSDP checkpoints (each rank writing its shard, as "
-                     "DeepSpeed's do) would remove that; masters does not write them yet")
+            text += (f"; its peak is rank 0 at {ckpt[-1]} ({rank0:.0f} MiB, +{rank0 - in_steps['fsdp2']:.0f}), "
+                     "although each rank writes only its own shards (`sharded` checkpoints, "
+                     "masters/engine/checkpoint.py): DCP's own buffers")
+        elif ckpt:
+            text += ("; its checkpoints add no peak: each rank writes only its own shards of the weights and Adam "
+                     "moments (`sharded` checkpoints through torch.distributed.checkpoint in safetensors, "
+                     "masters/engine/checkpoint.py)")
+        saved = high(fsdp2, "student saved") if "student saved" in fsdp2["high_water_after_phase_mib"] else None
+        if saved is not None and saved > in_steps["fsdp2"] + 50:
+            text += (f"; the final student save gathers the whole weights (not the optimizer state) onto rank 0 "
+                     f"({saved:.0f} MiB)")
         lines.append(text + ".")
     if zero3:
         first = zero3["high_water_after_phase_mib"]

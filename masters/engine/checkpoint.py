@@ -9,10 +9,17 @@ else). Pruned checkpoints are first renamed to such a name, then removed.
 
 Layout (``state.json`` names the ``format``):
 
-- ``full`` (one process, DDP, FSDP1, FSDP2): ``model.safetensors`` holds the trainable tensors,
-  whole; ``optimizer.pt`` the optimizer state. Under FSDP both are gathered through
+- ``full`` (one process, DDP, FSDP1): ``model.safetensors`` holds the trainable tensors,
+  whole; ``optimizer.pt`` the optimizer state. Under FSDP1 both are gathered through
   ``torch.distributed.checkpoint.state_dict`` (keys are parameter names) and set back the same
   way, so a resumed run re-shards them.
+- ``sharded`` (FSDP2): ``engine/`` is a ``torch.distributed.checkpoint`` save in its Hugging Face
+  safetensors layout (``HuggingFaceStorageWriter(save_distributed=True)``): every rank writes its
+  own shards of the trainable tensors (``model.<name>``) and of the optimizer state
+  (``optim.<name>.<key>``), with their offsets in each file's safetensors metadata (JSON, no
+  pickle), and ``engine/param_groups.json`` holds the optimizer's hyperparameters. No rank ever
+  holds the whole weights or Adam moments (the ``full`` gather put all of them on rank 0: the
+  peak of an FSDP2 run, ``benchmarks/results/distributed.md``); DCP re-shards on load.
 - ``deepspeed`` (ZeRO-1/2/3): ``engine/`` is ``accelerator.save_state`` (DeepSpeed's partitioned
   model and optimizer states, accelerate's RNG state).
 - Every rank's own RNG state as ``rng-rank<R>.safetensors`` (torch) and ``rng-rank<R>.json``
@@ -40,7 +47,7 @@ from safetensors.torch import load_file, save_file
 from masters.files import atomic_write, atomic_write_json, swap_in_directory, temp_sibling
 
 KEEP = 2
-FULL, DEEPSPEED = "full", "deepspeed"
+FULL, DEEPSPEED, SHARDED = "full", "deepspeed", "sharded"
 
 
 # -- loading pickles safely ------------------------------------------------------------------------
@@ -137,6 +144,9 @@ def save_distributed(accelerator: Any, directory: Path, step: int, model: Any, o
     if is_deepspeed(accelerator):
         fmt = DEEPSPEED
         accelerator.save_state(str(tmp / "engine"))
+    elif _fsdp_version(accelerator) == 2:
+        fmt = SHARDED
+        _save_sharded(accelerator, tmp / "engine", model, optimizer)
     else:
         fmt = FULL
         if is_fsdp(accelerator):
@@ -163,11 +173,12 @@ def load_distributed(accelerator: Any, path: Path, model: Any, optimizer: Any) -
 
     state = _read_state(path)
     fmt = state.get("format", FULL)
-    want = DEEPSPEED if is_deepspeed(accelerator) else FULL
+    want = DEEPSPEED if is_deepspeed(accelerator) else SHARDED if _fsdp_version(accelerator) == 2 else FULL
     if fmt != want:
-        raise MastersError(f"checkpoint written by {'DeepSpeed' if fmt == DEEPSPEED else 'a non-DeepSpeed engine'} "
-                           f"cannot resume under {'DeepSpeed' if want == DEEPSPEED else 'this engine'}",
-                           where=str(path), fix="resume with the accelerate config the run started with")
+        names = {DEEPSPEED: "DeepSpeed", SHARDED: "FSDP2 (sharded)", FULL: "one process, DDP or FSDP1"}
+        raise MastersError(f"checkpoint written by {names.get(fmt, fmt)} cannot resume under {names[want]}",
+                           where=str(path), fix="resume with the accelerate config the run started with "
+                           f"(state.json: engine {state.get('engine', '?')})")
     if fmt == DEEPSPEED:
         if state.get("world_size") != accelerator.num_processes:
             raise MastersError(f"DeepSpeed checkpoint of {state.get('world_size')} ranks, resumed on "
@@ -176,6 +187,8 @@ def load_distributed(accelerator: Any, path: Path, model: Any, optimizer: Any) -
         model.checkpoint_engine = _safe_checkpoint_engine()()
         with torch.serialization.safe_globals(safe_globals()):
             accelerator.load_state(str(path / "engine"))
+    elif fmt == SHARDED:
+        _load_sharded(accelerator, path / "engine", model, optimizer)
     elif is_fsdp(accelerator):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
@@ -211,6 +224,60 @@ def _gathered(accelerator: Any, model: Any, optimizer: Any) -> tuple[dict[str, t
         raise MastersError(f"the gathered state dict has {len(keep)} of the {len(trainable)} trainable tensors",
                            where="checkpoint (FSDP)", fix="report this as a bug with the run's accelerate config")
     return keep, optim
+
+
+def _sharded_state(accelerator: Any, model: Any, optimizer: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """This rank's shards, flat for DCP (``model.<name>``, ``optim.<name>.<key>``), and the two
+    nested state dicts they came from (the tensors of the flat dict *are* theirs: DCP loads in place)."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    weights, optim = get_state_dict(model, optimizer)  # sharded (DTensor) views; a fresh optimizer's state created
+    trainable = {_clean(n) for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
+    weights = {k: v for k, v in weights.items() if _clean(k) in trainable}  # a LoRA base stays in the student dir
+    flat: dict[str, Any] = {f"model.{k}": v for k, v in weights.items()}
+    for name, entry in optim["state"].items():
+        for key, value in entry.items():
+            if not isinstance(value, torch.Tensor):
+                from masters.errors import MastersError
+
+                raise MastersError(f"optimizer state {name}.{key} is not a tensor ({type(value).__name__})",
+                                   where="checkpoint (FSDP2)", fix="use an optimizer whose state is tensors (AdamW)")
+            flat[f"optim.{name}.{key}"] = value
+    return flat, weights, optim
+
+
+def _save_sharded(accelerator: Any, directory: Path, model: Any, optimizer: Any) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+
+    flat, _, optim = _sharded_state(accelerator, model, optimizer)
+    dcp.save(flat, storage_writer=HuggingFaceStorageWriter(str(directory), save_distributed=True))
+    if accelerator.is_main_process:  # the names too: a parameter that never had a gradient has no Adam state
+        atomic_write_json(directory / "param_groups.json", {"param_groups": optim["param_groups"], "keys": sorted(flat)})
+
+
+def _load_sharded(accelerator: Any, directory: Path, model: Any, optimizer: Any) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    flat, weights, optim = _sharded_state(accelerator, model, optimizer)
+    saved = json.loads((directory / "param_groups.json").read_text())
+    keys, groups = set(saved["keys"]), saved["param_groups"]
+    # the fresh optimizer's state was created for every parameter; keep only what the run had
+    optim["state"] = {name: entry for name, entry in optim["state"].items()
+                      if all(f"optim.{name}.{key}" in keys for key in entry)}
+    dcp.load({k: v for k, v in flat.items() if k in keys}, storage_reader=HuggingFaceStorageReader(str(directory)))
+    optim["param_groups"] = [{**g, **{k: tuple(v) if isinstance(g.get(k), tuple) else v for k, v in saved.items()}}
+                             for g, saved in zip(optim["param_groups"], groups)]
+    set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=optim,
+                   options=StateDictOptions(strict=False))
+
+
+def _fsdp_version(accelerator: Any) -> int:
+    from masters.engine.distributed import is_fsdp
+
+    return int(getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1)) if is_fsdp(accelerator) else 0
 
 
 def _clean(name: str) -> str:
