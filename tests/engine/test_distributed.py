@@ -11,6 +11,7 @@ a rank idle. Each launch runs under a subprocess timeout: a hang fails instead o
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -193,6 +194,18 @@ def test_two_processes_killed_and_resumed_equal_one_process(tiny_pair, scored_ba
         base = load_file(str(tiny_pair[1] / "model.safetensors"))
         assert saved.keys() == base.keys() and all(saved[k].shape == base[k].shape for k in base)
         assert any(not torch.equal(saved[k].float(), base[k].float()) for k in base)
+    if engine == "fsdp2":  # sharded checkpoints: each rank wrote its own safetensors shard, no tensor whole
+        from safetensors import safe_open
+
+        last = sorted((tmp_path / "main" / "train").glob("*/checkpoints/step-*"))[-1]
+        assert json.loads((last / "state.json").read_text())["format"] == "sharded"
+        shards = sorted((last / "engine").glob("*.safetensors"))
+        assert len(shards) == 2 and not list(last.glob("**/*.pt"))
+        held = []  # elements of the weights and of Adam's moments in each rank's file
+        for shard in shards:
+            with safe_open(str(shard), framework="pt") as f:
+                held.append(sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys() if not k.endswith(".step")))
+        assert all(0.35 < h / sum(held) < 0.65 for h in held), held
     if engine.startswith("zero"):  # every pickled checkpoint file loads with weights_only=True
         from masters.engine.checkpoint import load_torch
 
