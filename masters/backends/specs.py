@@ -47,6 +47,10 @@ class VLLMBackendSpec(BackendSpec):
         "refuse", description="A model in bfloat16/float16: refuse (its rows equal hf's only to the kernels' "
         "rounding, measured unequal, so it may not share the hf bank), or own_bank (allowed; the bank gets its own "
         "identity, like the native sampler's).")
+    attention_mismatch: Literal["refuse", "own_bank"] = Field(
+        "refuse", description="A model whose transformers definition attends bidirectionally over image tokens "
+        "where vLLM attends causally (Gemma3; measured: log-probs differ by 1e-2, benchmarks/vllm_families.py): "
+        "refuse (its rows may not share the hf bank), or own_bank (allowed; the bank gets its own identity).")
     python: Optional[str] = Field(
         None, description="Python of the vLLM venv; default $MASTERS_VLLM_PYTHON, else .venv-vllm/bin/python "
         "of the masters checkout.")
@@ -74,11 +78,12 @@ class VLLMBackendSpec(BackendSpec):
             return None  # rows equal the hf backend's: banks are shared and resumable across the two
         if self.sampler == "native":
             return {"name": self.name, "sampler": self.sampler}
-        return {"name": self.name, "sampler": self.sampler, "reduced_precision": self.reduced_precision}
+        own = {"name": self.name, "sampler": self.sampler, "reduced_precision": self.reduced_precision}
+        return own if self.attention_mismatch == "refuse" else {**own, "attention_mismatch": self.attention_mismatch}
 
     def shares_hf_rows(self) -> bool:
-        """Rows equal the hf backend's: masters' sampler, and float32 models only."""
-        return self.sampler == "gumbel" and self.reduced_precision == "refuse"
+        """Rows equal the hf backend's: masters' sampler, float32 models, the same attention masks."""
+        return self.sampler == "gumbel" and self.reduced_precision == "refuse" and self.attention_mismatch == "refuse"
 
 
 BUILTIN_BACKEND_SPECS: tuple[type[BackendSpec], ...] = (HFBackendSpec, VLLMBackendSpec)

@@ -300,8 +300,22 @@ class VLLMBackend:
                 "rounding (measured: they differ), so they may not share the hf backend's bank", where=str(path),
                 fix="load it in float32 (adapter: {dtype: float32}), or set the backend's reduced_precision: own_bank "
                 "(or sampler: native) to give the bank its own identity")
+        model_type = str(config.get("model_type", ""))
+        if model_type in BIDIRECTIONAL_IMAGE_ATTENTION and self.spec.shares_hf_rows():
+            raise VLLMWorkerError(
+                f"{model_type}: transformers attends bidirectionally over the image tokens, vLLM (0.32) "
+                "causally (measured on CPU: per-token log-probs differ by 1.1e-2, 2.4e-6 against "
+                "transformers with a causal mask; benchmarks/vllm_families.py), so its rows may not share the hf "
+                "backend's bank", where=str(path),
+                fix="use the hf backend for this model (backend: {name: hf}), or set the backend's attention_mismatch: "
+                "own_bank (or sampler: native) to give the bank its own identity")
         worker = self.worker()
         return VLLMSession(self, worker, adapter, path, config, vocab_limit=vocab_limit, masker=masker, levels=levels)
+
+
+# Model types whose transformers definition lets image tokens attend to each other both ways (a
+# prefix-LM mask from token_type_ids) while vLLM's engine attends causally: their log-probs differ.
+BIDIRECTIONAL_IMAGE_ATTENTION: frozenset[str] = frozenset({"gemma3"})
 
 
 def _text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:

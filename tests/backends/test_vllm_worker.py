@@ -132,3 +132,21 @@ def test_reduced_precision_may_not_share_the_hf_bank(vllm_checkpoints, tmp_path)
     assert "own_bank" in err.value.fix
     own = VLLMBackendSpec(reduced_precision="own_bank")
     assert own.row_identity() is not None and not own.build().capabilities.rows_equal_hf
+
+
+def test_bidirectional_image_attention_may_not_share_the_hf_bank(tmp_path):
+    """Gemma3 (image tokens attend both ways in transformers, causally in vLLM): refused unless its
+    bank is its own; measured by benchmarks/vllm_families.py (1.1e-2 against 2.4e-6 with a causal mask)."""
+    from masters.backends.specs import VLLMBackendSpec
+    from masters.backends.vllm import VLLMWorkerError
+    from masters.models import build_tiny_model, build_tokenizer
+
+    build_tokenizer(tmp_path / "tok")
+    build_tiny_model("gemma3", "small", tmp_path / "gemma3", tokenizer_dir=tmp_path / "tok", seed=1)
+    with pytest.raises(VLLMWorkerError, match="gemma3: transformers attends bidirectionally") as err:
+        VLLMBackendSpec(python=str(tmp_path / "never-started")).build().open({"path": str(tmp_path / "gemma3")},
+                                                                            vocab_limit=120)
+    assert err.value.exit_code == 2 and "attention_mismatch: own_bank" in err.value.fix
+    own = VLLMBackendSpec(attention_mismatch="own_bank")
+    assert own.row_identity()["attention_mismatch"] == "own_bank" and not own.build().capabilities.rows_equal_hf
+    assert "attention_mismatch" not in VLLMBackendSpec(sampler="native").row_identity()  # older banks' identity kept
