@@ -61,8 +61,10 @@ class GapModel(StrictModel):
     size: str = Field("tiny", description="Base dimensions (masters.models.tiny.SIZES), overridden by dims.")
     dims: dict[str, int] = Field(default_factory=dict)
     seed: int = 0
-    n_train: int = Field(4096, ge=1, description="Training questions (a prefix of the train split).")
-    passes: int = Field(6, ge=1, description="Passes over them; the curve has one point per pass.")
+    # 4096 questions x 6 passes left the teacher's final answer near the answer prior (0.42-0.52) once
+    # perception was learnt (benchmarks/results/shapes_reason_probe.md): fewer repeats, more questions
+    n_train: int = Field(16384, ge=1, description="Training questions (a prefix of the train split).")
+    passes: int = Field(4, ge=1, description="Passes over them; the curve has one point per pass.")
     batch_size: int = Field(32, ge=1)
     # 1e-3 made every model's curve oscillate at the answer prior (benchmarks/results/shapes_reason_probe.md)
     learning_rate: float = Field(3e-4, gt=0)
@@ -238,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/shapes-reason")
     p.add_argument("--config", help="YAML GapSpec (default: the built-in sizes)")
     p.add_argument("--roles", default=",".join(ROLES))
+    p.add_argument("--diagnose", metavar="ROLES", help="print (and write to OUT/diagnosis.json) these roles' "
+                   "accuracy by question kind, on validation and on their own training questions")
     args = p.parse_args(argv)
     import torch
 
@@ -247,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     data = dict(read_config(args.config)) if args.config else {}
     data.setdefault("cache_dir", str(Path(args.out) / "cache"))
     spec = GapSpec.model_validate(data)
+    if args.diagnose:
+        from masters.engine.capacity_report import diagnose
+
+        report = diagnose(spec, Path(args.out), tuple(args.diagnose.split(",")), say=lambda t: print(t, flush=True))
+        atomic_write_json(Path(args.out) / "diagnosis.json", report)
+        return 0
     paths = build_models(spec, Path(args.out), tuple(args.roles.split(",")), say=lambda t: print(t, flush=True))
     for role, path in paths.items():
         print(f"{role}: {path} -> {path.resolve()}")
