@@ -16,10 +16,11 @@ Layout (``state.json`` names the ``format``):
 - ``sharded`` (FSDP2): ``engine/`` is a ``torch.distributed.checkpoint`` save in its Hugging Face
   safetensors layout (``HuggingFaceStorageWriter(save_distributed=True)``): every rank writes its
   own shards of the trainable tensors (``model.<name>``) and of the optimizer state
-  (``optim.<name>.<key>``), with their offsets in each file's safetensors metadata (JSON, no
-  pickle), and ``engine/param_groups.json`` holds the optimizer's hyperparameters. No rank ever
-  holds the whole weights or Adam moments (the ``full`` gather put all of them on rank 0: the
-  peak of an FSDP2 run, ``benchmarks/results/distributed.md``); DCP re-shards on load.
+  (``optim.<name>.<key>``), about 32 MiB of a rank's data a file, with their offsets in each
+  file's safetensors metadata (JSON, no pickle); ``engine/param_groups.json`` holds the
+  optimizer's hyperparameters. No rank ever holds the whole weights or Adam moments (the
+  ``full`` gather put all of them on rank 0: the peak of an FSDP2 run,
+  ``benchmarks/results/distributed.md``); DCP re-shards on load.
 - ``deepspeed`` (ZeRO-1/2/3): ``engine/`` is ``accelerator.save_state`` (DeepSpeed's partitioned
   model and optimizer states, accelerate's RNG state).
 - Every rank's own RNG state as ``rng-rank<R>.safetensors`` (torch) and ``rng-rank<R>.json``
@@ -251,9 +252,29 @@ def _save_sharded(accelerator: Any, directory: Path, model: Any, optimizer: Any)
     from torch.distributed.checkpoint import HuggingFaceStorageWriter
 
     flat, _, optim = _sharded_state(accelerator, model, optimizer)
-    dcp.save(flat, storage_writer=HuggingFaceStorageWriter(str(directory), save_distributed=True))
+    files = _file_index(flat, accelerator.num_processes)
+    dcp.save(flat, storage_writer=HuggingFaceStorageWriter(str(directory), fqn_to_index_mapping=files,
+                                                           save_distributed=True))
     if accelerator.is_main_process:  # the names too: a parameter that never had a gradient has no Adam state
         atomic_write_json(directory / "param_groups.json", {"param_groups": optim["param_groups"], "keys": sorted(flat)})
+
+
+SHARD_FILE_BYTES = 32 << 20
+
+
+def _file_index(flat: dict[str, Any], world_size: int) -> dict[str, int]:
+    """Tensor name -> file number, about :data:`SHARD_FILE_BYTES` of this rank's data a file. DCP
+    serialises a whole file in memory before writing it: one file per rank cost each rank its whole
+    share of the weights and Adam state again (+800 MiB at 93M parameters, benchmarks/distributed.py).
+    The same on every rank: names and global shapes are."""
+    index, used, files = {}, 0, 1
+    for name in sorted(flat):
+        value = flat[name]
+        share = value.numel() * value.element_size() / (world_size if hasattr(value, "to_local") else 1)
+        if used and used + share > SHARD_FILE_BYTES:
+            files, used = files + 1, 0
+        index[name], used = files, used + share
+    return index
 
 
 def _load_sharded(accelerator: Any, directory: Path, model: Any, optimizer: Any) -> None:

@@ -199,13 +199,14 @@ def test_two_processes_killed_and_resumed_equal_one_process(tiny_pair, scored_ba
 
         last = sorted((tmp_path / "main" / "train").glob("*/checkpoints/step-*"))[-1]
         assert json.loads((last / "state.json").read_text())["format"] == "sharded"
-        shards = sorted((last / "engine").glob("*.safetensors"))
-        assert len(shards) == 2 and not list(last.glob("**/*.pt"))
-        held = []  # elements of the weights and of Adam's moments in each rank's file
+        shards = sorted((last / "engine").glob("shard-*.safetensors"))  # shard-<rank>-model-<file>-of-<files>
+        assert {p.name.split("-")[1] for p in shards} == {"00001", "00002"} and not list(last.glob("**/*.pt"))
+        held = {"00001": 0, "00002": 0}  # elements of the weights and of Adam's moments in each rank's files
         for shard in shards:
             with safe_open(str(shard), framework="pt") as f:
-                held.append(sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys() if not k.endswith(".step")))
-        assert all(0.35 < h / sum(held) < 0.65 for h in held), held
+                held[shard.name.split("-")[1]] += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys()
+                                                      if not k.endswith(".step"))
+        assert all(0.35 < h / sum(held.values()) < 0.65 for h in held.values()), held
     if engine.startswith("zero"):  # every pickled checkpoint file loads with weights_only=True
         from masters.engine.checkpoint import load_torch
 

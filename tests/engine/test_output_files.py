@@ -77,3 +77,19 @@ def test_reference_store_and_teacher_cache_clean_only_their_own_temporaries(tmp_
         assert not dead.exists() and not legacy.exists() and live.exists() and user.exists()
     assert ReferenceStore(store.directory).values() == {"r0": [-0.5, -1.0]}
     assert TeacherCache(cache.directory).entries()["k0"][0] == [[1, 2]]
+
+
+def test_sharded_checkpoint_files_hold_about_32_mib_of_a_rank_each():
+    """DCP serialises a whole file in memory: FSDP2 checkpoints are cut into files of bounded size."""
+    import torch
+
+    from masters.engine.checkpoint import SHARD_FILE_BYTES, _file_index
+
+    flat = {f"model.layer{i}.weight": torch.empty(1024, 1024 * 3) for i in range(8)}  # 12 MiB each, 6 on a rank
+    flat["optim.layer0.weight.step"] = torch.zeros(())
+    index = _file_index(flat, world_size=1)
+    assert _file_index(dict(reversed(list(flat.items()))), world_size=1) == index  # the same on every rank
+    per_file: dict[int, int] = {}
+    for name, f in index.items():
+        per_file[f] = per_file.get(f, 0) + flat[name].numel() * 4
+    assert len(per_file) == 4 and max(per_file.values()) <= SHARD_FILE_BYTES
