@@ -49,6 +49,7 @@ SPAN_MIN = 0.1
 POSITION_MAX = 0.2
 ZERO_VARIANCE_MAX = 0.3
 PLATEAU_FILE = "plateau.json"
+PRIOR_MARGIN = 0.02  # a student within this of the answer prior is at it (G1's fix then names the teacher)
 
 
 @dataclass
@@ -127,7 +128,8 @@ def run_probe(spec: RunSpec, *, min_validation: int = 2000, n_levels: int = 512,
     t_acc = _accuracy(teacher, gap_set, reward_spec, batch_size, max_new)
     s_acc = _accuracy(student, gap_set, reward_spec, batch_size, max_new)
     report.teacher_accuracy, report.student_accuracy = t_acc, s_acc
-    report.gates.append(_gate_g1(t_acc, s_acc, len(gap_set), min_validation, curve or read_plateau(spec.student.path)))
+    report.gates.append(_gate_g1(t_acc, s_acc, len(gap_set), min_validation, curve or read_plateau(spec.student.path),
+                                 answer_prior(train, gap_set)))
 
     # G2 ------------------------------------------------------------------------------------
     say("G2: the teacher at each mask level")
@@ -265,7 +267,22 @@ def _level_rows(teacher: Any, masker: Any, levels: Sequence[float], samples, res
         masked.close()
 
 
-def _gate_g1(t_acc: float, s_acc: float, n: int, min_validation: int, curve: Mapping[str, Any] | None) -> Gate:
+def answer_prior(train: Sequence[Any], evaluation: Sequence[Any]) -> float | None:
+    """Accuracy of answering each question kind's commonest training answer (``metadata["kind"]`` and
+    ``["answer_text"]``), or None where the task records no final answers."""
+    from masters.engine.capacity_report import by_kind, prior_accuracy
+
+    if not evaluation or not all("answer_text" in s.metadata for s in [*train, *evaluation]):
+        return None
+    seen, right = by_kind(train), 0.0
+    for kind, group in by_kind(evaluation).items():
+        accuracy = prior_accuracy(seen.get(kind, []), group)
+        right += 0.0 if accuracy != accuracy else accuracy * len(group)  # a kind never trained on: nan -> 0
+    return right / len(evaluation)
+
+
+def _gate_g1(t_acc: float, s_acc: float, n: int, min_validation: int, curve: Mapping[str, Any] | None,
+             prior: float | None = None) -> Gate:
     gap = t_acc - s_acc
     problems, fixes = [], []
     if n < min_validation:
@@ -273,9 +290,15 @@ def _gate_g1(t_acc: float, s_acc: float, n: int, min_validation: int, curve: Map
         fixes.append(f"raise task.n_validation to {min_validation}")
     if gap < GAP_MIN:
         problems.append(f"teacher {t_acc:.3f} - student {s_acc:.3f} = {gap:+.3f} < {GAP_MIN}")
-        fixes.append("shrink the student (hidden 32-48, fewer layers) until its plateau is 0.15 below the teacher"
-                     + ("; the teacher itself is near the answer prior: train it longer (more passes, a lower "
-                        "learning rate) before shrinking anything" if t_acc < 0.6 else ""))
+        if prior is not None and s_acc <= prior + PRIOR_MARGIN:
+            problems.append(f"the student is at the answer prior ({s_acc:.3f}; always answering each question "
+                            f"kind's commonest training answer scores {prior:.3f})")
+            fixes.append("a smaller student cannot score below the prior: train the teacher longer (GapSpec "
+                         "passes; python -m masters.engine.capacity --diagnose teacher shows which kinds it lacks)")
+        else:
+            fixes.append("shrink the student (hidden 32-48, fewer layers) until its plateau is 0.15 below the teacher"
+                         + ("; the teacher itself is near the answer prior: train it longer (more passes, a lower "
+                            "learning rate) before shrinking anything" if t_acc < 0.6 else ""))
     plateau = "no plateau curve"
     if curve is None:
         problems.append("no warm-up curve to show the student is at its plateau")

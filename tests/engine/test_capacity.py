@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from masters.engine.capacity import GapSpec, build_models
 from masters.engine.capacity_report import diagnose, prior_accuracy
@@ -52,3 +53,24 @@ def test_prior_is_the_commonest_training_answer():
 
     train = [S("1"), S("1"), S("2")]
     assert prior_accuracy(train, [S("1"), S("3"), S("1"), S("2")]) == pytest.approx(0.5)
+
+
+def test_more_passes_extend_the_cached_model_equal_to_a_fresh_run(tmp_path):
+    from safetensors.torch import load_file
+
+    spec = tiny_spec(tmp_path)
+    short = build_models(spec, tmp_path / "out", ("student",), say=lambda t: None)["student"].resolve()
+    longer = spec.model_copy(update={"student": spec.student.model_copy(update={"passes": 3})})
+    said: list[str] = []
+    extended = build_models(longer, tmp_path / "out", ("student",), say=said.append)["student"].resolve()
+    assert any("extending" in line for line in said) and not any("warm-up" in line for line in said)
+    before = json.loads((short / "plateau.json").read_text())
+    after = json.loads((extended / "plateau.json").read_text())
+    assert after["steps"] == [2, 4, 6] and after["accuracy"][:2] == before["accuracy"]
+    assert after["warmup"] == before["warmup"]
+    assert sorted(p.name for p in (extended.parent / "passes").iterdir()) == ["pass-1", "pass-2"]
+
+    fresh_spec = longer.model_copy(update={"cache_dir": str(tmp_path / "fresh-cache")})
+    fresh = build_models(fresh_spec, tmp_path / "fresh", ("student",), say=lambda t: None)["student"].resolve()
+    a, b = load_file(str(extended / "model.safetensors")), load_file(str(fresh / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # continuing = running them all

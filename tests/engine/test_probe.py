@@ -58,3 +58,21 @@ def test_cli_prints_the_gates_and_exits_2(tiny_pair, tmp_path, capsys, monkeypat
     assert "calibration gates" in captured.out and "G1" in captured.err and "fix" in captured.err
     assert (tmp_path / "p" / "probe.png").exists()
     assert set(json.loads((tmp_path / "p" / "probe.json").read_text())["failed"]) >= {"G1", "G2", "G3"}
+
+
+def test_g1_names_the_teacher_when_the_student_is_at_the_answer_prior():
+    from masters.engine.probe import _gate_g1, answer_prior
+
+    class S:
+        def __init__(self, kind, answer):
+            self.metadata = {"kind": kind, "answer_text": answer}
+
+    train = [S("count", "1"), S("count", "1"), S("compare", "no")]
+    validation = [S("count", "1"), S("count", "2"), S("compare", "no"), S("relation", "red")]
+    assert answer_prior(train, validation) == pytest.approx(0.5)  # 1 + 0 + 1 + 0 (relation never trained) of 4
+    curve = {"steps": [1, 2, 3, 4], "accuracy": [0.5, 0.5, 0.5, 0.5], "n": 2000}
+    at_prior = _gate_g1(0.62, 0.51, 2000, 2000, curve, prior=0.5)
+    assert not at_prior.passed and "answer prior" in at_prior.detail and "train the teacher longer" in at_prior.fix
+    above = _gate_g1(0.62, 0.55, 2000, 2000, curve, prior=0.5)
+    assert "shrink the student" in above.fix and "answer prior" not in above.detail
+    assert answer_prior([S("count", "1")], [type("T", (), {"metadata": {"kind": "count"}})()]) is None
