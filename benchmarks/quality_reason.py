@@ -97,6 +97,8 @@ STUDY: dict[str, Any] = {
     "mix_sweep_arms": ["masters_paper"], "n_validation_eval": 1000,
     "bounded": BOUNDED, "arms": ARMS, "criteria": CRITERIA, "n_test_eval": 1024, "lr_chosen_on": "validation",
     "models": "masters.engine.capacity.GapSpec defaults (teacher 192/3, mid small 128/3, student 32/2)",
+    # r2: the models' settings themselves (sizes, seeds, warm-up and passes), so a recalibration changes the hash
+    "gap_spec": "GAP_SPEC",
     "never_cut": ["sft", "naive_kd", "progressive_kd", "masters_paper", "PRIMARY", "control_random_mask",
                   "control_temperature", "control_no_gap_student"],
 }
@@ -110,8 +112,18 @@ COSTS = {"step_teacher": 0.30, "step_sft": 0.08, "decode_student_per_1000": 15.0
          "bank_row": 0.06}
 
 
+def gap_spec() -> dict[str, Any]:
+    """The capacity models' settings (GapSpec defaults), where they are cached left out."""
+    from masters.engine.capacity import GapSpec
+
+    settings = GapSpec().model_dump(mode="json")
+    settings.pop("cache_dir")
+    return settings
+
+
 def study_hash() -> str:
-    payload = json.dumps(STUDY, sort_keys=True, separators=(",", ":"), default=str)
+    study = {**STUDY, "gap_spec": gap_spec()}
+    payload = json.dumps(study, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
