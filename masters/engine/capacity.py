@@ -136,6 +136,15 @@ def tokenizer_words(spec: GapSpec) -> list[str] | None:
     return None
 
 
+def accuracy_rewards(task: Mapping[str, Any], model: Path, out: Path) -> tuple[list[Any], str]:
+    """The task's default rewards and the name of its accuracy reward (what every curve point scores)."""
+    from masters.config import validate_run_spec
+
+    rewards = validate_run_spec({"output_dir": str(out), "teacher": str(model), "student": str(model),
+                                 "task": dict(task)}).rewards
+    return rewards, next(r.name for r in rewards if type(r).signal == "accuracy")
+
+
 def trained_model(spec: GapSpec, role: str, tokenizer: Path, splits: Mapping[str, list[Any]], *,
                   progress: bool = False, say: Any = print) -> tuple[Path, bool]:
     """Build and SFT-train one model pass by pass (curve in plateau.json), or reuse it from the cache."""
@@ -171,9 +180,7 @@ def trained_model(spec: GapSpec, role: str, tokenizer: Path, splits: Mapping[str
     task = {**task_spec(spec).model_dump(mode="json"), "n_train": model.n_train}
     prefix = {**splits, "train": list(splits["train"][:model.n_train])}
     evaluation = list(splits["validation"][:spec.n_eval])
-    rewards = validate_run_spec({"output_dir": str(home / "x"), "teacher": str(current), "student": str(current),
-                                 "task": task}).rewards
-    key = next(k for k, r in zip([r.name for r in rewards], rewards) if type(r).signal == "accuracy")
+    rewards, key = accuracy_rewards(task, current, home / "x")
     curve: dict[str, Any] = {"steps": [], "accuracy": [], "n": len(evaluation), "reward": key, "warmup": []}
     steps_per_pass = -(-model.n_train // model.batch_size)
     began = time.perf_counter()

@@ -35,6 +35,18 @@ def prior_accuracy(train: Sequence[Any], evaluation: Sequence[Any]) -> float:
     return sum(str(s.metadata.get("answer_text")) == common for s in evaluation) / len(evaluation)
 
 
+def answer_prior(train: Sequence[Any], evaluation: Sequence[Any]) -> float | None:
+    """Accuracy of answering each question kind's commonest training answer (``metadata["kind"]`` and
+    ``["answer_text"]``), or None where the task records no final answers."""
+    if not evaluation or not all("answer_text" in s.metadata for s in [*train, *evaluation]):
+        return None
+    seen, right = by_kind(train), 0.0
+    for kind, group in by_kind(evaluation).items():
+        accuracy = prior_accuracy(seen.get(kind, []), group)
+        right += 0.0 if accuracy != accuracy else accuracy * len(group)  # a kind never trained on: nan -> 0
+    return right / len(evaluation)
+
+
 def kind_rows(model_path: Path, train: Sequence[Any], validation: Sequence[Any], rewards: Sequence[Any],
               key: str, *, n_eval: int, max_new_tokens: int) -> list[dict[str, Any]]:
     from masters.engine.evaluate import evaluate_model
@@ -57,9 +69,8 @@ def diagnose(spec: Any, out: Path, roles: Sequence[str], *, say: Any = print) ->
     from rich.console import Console
     from rich.table import Table
 
-    from masters.config import validate_run_spec
     from masters.data import load_splits
-    from masters.engine.capacity import build_models, task_spec
+    from masters.engine.capacity import accuracy_rewards, build_models, task_spec
 
     paths = build_models(spec, out, tuple(roles), say=say)
     n_train = max(spec.model(r).n_train for r in roles)
@@ -67,9 +78,7 @@ def diagnose(spec: Any, out: Path, roles: Sequence[str], *, say: Any = print) ->
     report: dict[str, list[dict[str, Any]]] = {}
     for role in roles:
         model = spec.model(role)
-        rewards = validate_run_spec({"output_dir": str(out / "x"), "teacher": str(paths[role]),
-                                     "student": str(paths[role]), "task": task_spec(spec).model_dump(mode="json")}).rewards
-        key = next(r.name for r in rewards if type(r).signal == "accuracy")
+        rewards, key = accuracy_rewards(task_spec(spec).model_dump(mode="json"), paths[role], out / "x")
         report[role] = kind_rows(paths[role], splits["train"][:model.n_train], splits["validation"], rewards, key,
                                  n_eval=spec.n_eval, max_new_tokens=model.max_new_tokens)
         table = Table(title=f"{role}: greedy {key} by question kind (train split = its own SFT questions)")

@@ -136,7 +136,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 def save_distributed(accelerator: Any, directory: Path, step: int, model: Any, optimizer: Any,
                      state: dict[str, Any]) -> Path:
     """Every rank calls this together; the main process publishes the checkpoint."""
-    from masters.engine.distributed import barrier, is_deepspeed, is_fsdp
+    from masters.engine.distributed import barrier, engine_name, is_deepspeed, is_fsdp
 
     main = accelerator.is_main_process
     tmp = _fresh_tmp(directory, step) if main else None
@@ -145,7 +145,7 @@ def save_distributed(accelerator: Any, directory: Path, step: int, model: Any, o
     if is_deepspeed(accelerator):
         fmt = DEEPSPEED
         accelerator.save_state(str(tmp / "engine"))
-    elif _fsdp_version(accelerator) == 2:
+    elif engine_name(accelerator) == "fsdp2":
         fmt = SHARDED
         _save_sharded(accelerator, tmp / "engine", model, optimizer)
     else:
@@ -169,12 +169,12 @@ def save_distributed(accelerator: Any, directory: Path, step: int, model: Any, o
 
 def load_distributed(accelerator: Any, path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
     """Every rank calls this together: restore model, optimizer and this rank's RNG from ``path``."""
-    from masters.engine.distributed import is_deepspeed, is_fsdp
+    from masters.engine.distributed import engine_name, is_deepspeed, is_fsdp
     from masters.errors import MastersError
 
     state = _read_state(path)
     fmt = state.get("format", FULL)
-    want = DEEPSPEED if is_deepspeed(accelerator) else SHARDED if _fsdp_version(accelerator) == 2 else FULL
+    want = DEEPSPEED if is_deepspeed(accelerator) else SHARDED if engine_name(accelerator) == "fsdp2" else FULL
     if fmt != want:
         names = {DEEPSPEED: "DeepSpeed", SHARDED: "FSDP2 (sharded)", FULL: "one process, DDP or FSDP1"}
         raise MastersError(f"checkpoint written by {names.get(fmt, fmt)} cannot resume under {names[want]}",
@@ -293,12 +293,6 @@ def _load_sharded(accelerator: Any, directory: Path, model: Any, optimizer: Any)
                              for g, saved in zip(optim["param_groups"], groups)]
     set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=optim,
                    options=StateDictOptions(strict=False))
-
-
-def _fsdp_version(accelerator: Any) -> int:
-    from masters.engine.distributed import is_fsdp
-
-    return int(getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1)) if is_fsdp(accelerator) else 0
 
 
 def _clean(name: str) -> str:
@@ -421,6 +415,6 @@ def _offload(accelerator: Any) -> bool:
     """Gather full state dicts onto rank 0 only (``cpu_offload``: the other ranks get nothing, so no
     rank but the writer holds a whole copy). FSDP1 on CPU segfaults with it (torch 2.13), so FSDP1
     gathers on every rank there."""
-    if accelerator.device.type != "cpu":
-        return True
-    return getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1) == 2
+    from masters.engine.distributed import engine_name
+
+    return accelerator.device.type != "cpu" or engine_name(accelerator) == "fsdp2"

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from masters.engine.capacity_report import answer_prior
 from masters.errors import MastersError
 
 if TYPE_CHECKING:
@@ -265,20 +266,6 @@ def _level_rows(teacher: Any, masker: Any, levels: Sequence[float], samples, res
                    _mean_jsd(tr_logits, s_logits, mask))
     finally:
         masked.close()
-
-
-def answer_prior(train: Sequence[Any], evaluation: Sequence[Any]) -> float | None:
-    """Accuracy of answering each question kind's commonest training answer (``metadata["kind"]`` and
-    ``["answer_text"]``), or None where the task records no final answers."""
-    from masters.engine.capacity_report import by_kind, prior_accuracy
-
-    if not evaluation or not all("answer_text" in s.metadata for s in [*train, *evaluation]):
-        return None
-    seen, right = by_kind(train), 0.0
-    for kind, group in by_kind(evaluation).items():
-        accuracy = prior_accuracy(seen.get(kind, []), group)
-        right += 0.0 if accuracy != accuracy else accuracy * len(group)  # a kind never trained on: nan -> 0
-    return right / len(evaluation)
 
 
 def _gate_g1(t_acc: float, s_acc: float, n: int, min_validation: int, curve: Mapping[str, Any] | None,
