@@ -58,6 +58,10 @@ class MaskerSpec(ComponentSpec):
     """Base for maskers: which tensors are in scope (method.md section 2)."""
 
     kind: ClassVar[str] = "masker"
+    # "weights": the masker scores weights and the runtime zeroes them (every built-in but one, and
+    # what the conformance kit checks); "logits": the masker changes the teacher's output instead
+    # and brings its own runtime (``teacher(model, levels)``), e.g. the temperature control.
+    perturbs: ClassVar[Literal["weights", "logits"]] = "weights"
     parts: tuple[VLMPart, ...] = Field(
         ("vision", "projector", "language"),
         description="VLM parts whose 2-D linear weights are masked.",

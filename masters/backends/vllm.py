@@ -309,6 +309,12 @@ class VLLMBackend:
                 "backend's bank", where=str(path),
                 fix="use the hf backend for this model (backend: {name: hf}), or set the backend's attention_mismatch: "
                 "own_bank (or sampler: native) to give the bank its own identity")
+        spec = masker.spec if hasattr(masker, "spec") else masker
+        if getattr(spec, "perturbs", "weights") != "weights":
+            raise VLLMWorkerError(
+                f"masker {spec.name!r} changes the teacher's logits in the forward pass, not its weights; the vllm "
+                "backend swaps weight files and cannot apply it", where="masker",
+                fix="generate this bank with the hf backend (backend: {name: hf})")
         worker = self.worker()
         return VLLMSession(self, worker, adapter, path, config, vocab_limit=vocab_limit, masker=masker, levels=levels)
 

@@ -56,6 +56,10 @@ def export_masked_checkpoint(
                            fix="choose a new directory (nothing is overwritten)")
     model = model if model is not None else load_model(source)
     masker = masker_spec.build()
+    if getattr(masker_spec, "perturbs", "weights") != "weights":
+        raise MastersError(f"masker {masker_spec.name!r} changes the teacher's logits, not its weights: there is no "
+                           "masked checkpoint to export", where="masker",
+                           fix="use the hf generation backend, which applies it in the forward pass")
     if getattr(masker, "needs_calibration", False):
         raise MastersError(f"masker {masker_spec.name!r} needs calibration inputs, which export does not run",
                            where="masker", fix="use the Python API with collect_input_norms, or a magnitude masker")

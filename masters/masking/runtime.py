@@ -155,6 +155,8 @@ class MaskedTeacher:
         model = unwrap_model(model)
         impl = masker.build() if hasattr(masker, "build") else masker
         spec = impl.spec
+        if getattr(spec, "perturbs", "weights") == "logits":
+            return impl.teacher(model, levels)  # e.g. the temperature control: its own runtime, no weight touched
         selected = select_scope(maskable if maskable is not None else find_maskable(model), spec)
         mode = memory or getattr(spec, "memory", "stored")
         return cls(selected, impl, levels, memory=mode, calibration=calibration, model=model)

@@ -7,10 +7,11 @@ validating maskers never imports torch.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from masters.ratios import Ratio
 from masters.specs import MaskerSpec
 
 
@@ -78,6 +79,33 @@ class WandaMaskerSpec(MaskerSpec):
     name: Literal["wanda"] = "wanda"
 
 
+class TemperatureMaskerSpec(MaskerSpec):
+    """Not a mask: at level r the *unmasked* teacher's logits are divided by ``temperatures[r]``.
+
+    The temperature-matched control of the evidence study (issue 13): a teacher made softer by
+    temperature instead of by masking, each level's temperature chosen so that its mean entropy
+    equals the masked teacher's at that level (``masters.engine.probe.match_temperatures``). The
+    weights are never touched (a forward hook on the output head), so level 0 is the teacher
+    itself; a level with no temperature is refused. The scope fields do not apply.
+    """
+
+    implementation: ClassVar[str] = "masters.masking.tempered:TemperatureMasker"
+    perturbs: ClassVar[Literal["weights", "logits"]] = "logits"
+    name: Literal["temperature"] = "temperature"
+    temperatures: dict[Ratio, Annotated[float, Field(gt=0, le=100)]] = Field(
+        default_factory=dict,
+        description="Level -> temperature the teacher's logits are divided by at that level (level 0 is always 1; "
+        "every other level the schedule reaches needs an entry).",
+    )
+
+    @model_validator(mode="after")
+    def _level_zero_is_the_teacher(self) -> TemperatureMaskerSpec:
+        t0 = self.temperatures.get(Ratio(0))
+        if t0 is not None and t0 != 1.0:
+            raise ValueError(f"level 0 is the teacher itself (temperature 1), got temperature {t0}")
+        return self
+
+
 BUILTIN_MASKER_SPECS: tuple[type[MaskerSpec], ...] = (
     MagnitudeMaskerSpec,
     GlobalMaskerSpec,
@@ -86,4 +114,5 @@ BUILTIN_MASKER_SPECS: tuple[type[MaskerSpec], ...] = (
     NMMaskerSpec,
     RandomMaskerSpec,
     WandaMaskerSpec,
+    TemperatureMaskerSpec,
 )

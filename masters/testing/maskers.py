@@ -61,10 +61,12 @@ def _require(condition: bool, check: str, message: str) -> None:
 
 
 def registered_maskers() -> list[str]:
-    """Names of every registered masker (built-ins and installed plugins)."""
+    """Names of every registered weight masker (built-ins and installed plugins); a masker that
+    perturbs the logits instead (``perturbs = "logits"``) masks no weight and has its own tests."""
     from masters.plugins import get_components
 
-    return list(get_components().registry("masker").names())
+    registry = get_components().registry("masker")
+    return [n for n in registry.names() if getattr(registry.get(n).spec_cls, "perturbs", "weights") == "weights"]
 
 
 def masker_spec(masker: Any) -> Any:

@@ -19,13 +19,14 @@ from masters.masking.runtime import MaskedTeacher
 from masters.plugins import get_components
 from masters.ratios import Ratio
 from masters.specs import MaskerSpec
-from masters.testing.maskers import MASKER_CHECKS, MaskerConformanceError, check_masker, run_masker_check
+from masters.testing.maskers import (MASKER_CHECKS, MaskerConformanceError, check_masker, registered_maskers,
+                                     run_masker_check)
 
 MODES = ("stored", "indexed", "on_the_fly")
 
 
 @pytest.mark.parametrize("check", MASKER_CHECKS)
-@pytest.mark.parametrize("masker", get_components().registry("masker").names())
+@pytest.mark.parametrize("masker", registered_maskers())
 def test_every_registered_masker_passes_the_conformance_kit(masker, check):
     run_masker_check(masker, check)
 
