@@ -203,11 +203,35 @@ def estimate(costs: dict[str, float] = COSTS) -> dict[str, Any]:
             "cpu_hours": round(total / 3600, 2), "per_arm_hours": {k: round(v / 3600, 2) for k, v in per_cell.items()}}
 
 
+def priority(cell: dict[str, Any]) -> tuple[int, int]:
+    """Never-cut arms first (a study cut short keeps them), then the bounded objectives (the primary's
+    choice needs them), then the other controls; grid order within an arm."""
+    order = [a for a in STUDY["never_cut"] if a in ARMS] + [a for a, d in ARMS.items() if d.get("bounded")]
+    order += [a for a in ARMS if a not in order]
+    return order.index(cell["arm"]), 0
+
+
+def probe_r_max() -> float:
+    path = HERE.parent / "results" / "shapes_reason_probe.json"
+    data = json.loads(path.read_text())
+    if data.get("failed"):
+        raise SystemExit(f"error: the probe's gates {data['failed']} failed ({path}); the study does not run.\n"
+                         "  fix: recalibrate the task's preconditions and revise the pre-registration beside the first")
+    return float(data["r_max"])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dry-run", action="store_true", help="list the cells and estimate CPU-hours; run nothing")
     p.add_argument("--hash", action="store_true", help="print the study's config hash")
-    p.add_argument("--out", default="runs/quality-reason")
+    p.add_argument("--out", default="runs/quality-reason", help="work directory (resumable)")
+    p.add_argument("--models", default="runs/shapes-reason/models",
+                   help="the capacity models (python -m masters.engine.capacity --out runs/shapes-reason)")
+    p.add_argument("--worker", default="0/1", help="K/N: this process runs every N-th cell from the K-th "
+                   "(worker 0 also prepares the banks and writes the report)")
+    p.add_argument("--hours", type=float, default=None, help="start no cell after this many hours (rerun to go on)")
+    p.add_argument("--report", action="store_true", help="only write the report from the finished cells")
+    p.add_argument("--results", default=str(HERE.parent / "results"))
     args = p.parse_args(argv)
     if args.hash:
         print(study_hash())
@@ -220,12 +244,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{', '.join(STUDY['never_cut'])}", file=sys.stderr)
         return 0
     name = check_preregistration()
-    print(f"pre-registration {name} matches config hash {study_hash()}")
-    missing = [a for a, d in ARMS.items() if d.get("needs")]
-    raise SystemExit("error: the study cannot start yet: arm(s) " + ", ".join(missing) + " need engine support ("
-                     + "; ".join(ARMS[a]["needs"] for a in missing) + ").\n  fix: implement it, then run again "
-                     "(the pre-registration already fixes the arm)")
+    print(f"pre-registration {name} matches config hash {study_hash()}", flush=True)
+    from reason_runner import run_study
+
+    return run_study(args, study=STUDY, arms=ARMS, cells=cells(), bounded=BOUNDED, priority=priority,
+                     r_max=probe_r_max(), prereg=name, config_hash=study_hash())
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(HERE.parent))
     sys.exit(main())

@@ -1,0 +1,381 @@
+"""The shapes_reason study's phases, in order, each resumable (``quality_reason.py`` calls ``run_study``).
+
+1. prepare (worker 0): the all-levels bank (0..0.5, magnitude, the base student's responses
+   too) and the entropy-matched temperatures of the temperature control (validation only);
+2. grid: every arm x learning rate x seed (x delta / tau), scored on 1000 validation questions;
+3. choose: per arm the setting with the best mean validation accuracy over the seeds; the primary
+   bounded objective the best of them; then the primary's own arms (faithfulness, r_max sweep);
+4. test: the chosen setting's seeds of every arm on the 1024 test questions, and the sweeps;
+5. report: ``benchmarks/results/shapes_reason_study.{md,json,png}``, partial until every cell is in.
+
+The pre-registered arm ``control_temperature`` still carries the note that its temperature was not
+in the engine when the study was registered (the note is part of the hashed config): it is now,
+as the ``temperature`` masker (``masters.masking.tempered``), with ``T_r`` from
+``masters.engine.temperature_match`` on the validation split.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import reason_study as rs
+
+TEMPERATURE_QUESTIONS = 512
+
+
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def prepare(out: Path, base: Mapping[str, Any], study: Mapping[str, Any]) -> dict[str, Any]:
+    """The shared all-levels bank and the temperature table; ``OUT/prepared.json`` marks them done."""
+    import copy
+
+    from masters.config import validate_run_spec
+    from masters.engine.pipeline import run_pipeline
+    from masters.engine.temperature_match import match_temperatures
+    from masters.files import atomic_write_json
+
+    marker = out / "prepared.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    d = study["distill"]
+    began = time.perf_counter()
+    config = copy.deepcopy(dict(base))
+    config["schedule"] = {**config["schedule"], "r_max": d["bank_r_max"]}
+    config["output_dir"] = str(out / "bank-run")
+    _say(f"bank: every level 0..{d['bank_r_max']} for {d['n_train']} questions")
+    run_pipeline(validate_run_spec(config, source="study bank"), stages=["generate", "score"], progress=False,
+                 on_stage=lambda stage, state: _say(f"  bank {stage}: {state}"))
+    bank_s = time.perf_counter() - began
+    spec = validate_run_spec(dict(base), source="study base")
+    step, r_max = float(base["schedule"]["step"]), float(base["schedule"]["r_max"])
+    levels = [round(step * k, 4) for k in range(1, int(round(r_max / step)) + 1)]
+    _say(f"temperatures: entropy-matched at levels {levels} on {TEMPERATURE_QUESTIONS} validation questions")
+    table = match_temperatures(spec, levels, n=TEMPERATURE_QUESTIONS)
+    for row in table.rows:
+        _say(f"  level {row['level']:.2f}: masked entropy {row['entropy']:.4f} -> T {row['temperature']:.4f}")
+    record = {"bank_seconds": round(bank_s, 1), "temperature_table": table.to_dict(),
+              "seconds": round(time.perf_counter() - began, 1)}
+    atomic_write_json(marker, record)
+    return record
+
+
+def _grid_cells(cells: Sequence[dict[str, Any]], arms: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in cells if c["phase"] == "grid"]
+
+
+def validation_table(out: Path, cells: Sequence[dict[str, Any]], n_val: int) -> dict[str, dict[str, Any]]:
+    """arm -> setting -> mean/SE of validation accuracy over the seeds finished so far."""
+    table: dict[str, dict[str, list[float]]] = {}
+    for cell in cells:
+        path = rs.cell_dir(out, cell) / "eval" / f"validation-{n_val}.json"
+        if path.exists():
+            acc = json.loads(path.read_text())["accuracy"][rs.ACCURACY]
+            table.setdefault(cell["arm"], {}).setdefault(rs.setting_of(cell), []).append(acc)
+    return {arm: {s: rs.mean_se(v) for s, v in settings.items()} for arm, settings in table.items()}
+
+
+def selection(out: Path, grid: Sequence[dict[str, Any]], arms: Mapping[str, Any], bounded: Sequence[str],
+              n_val: int, n_seeds: int) -> dict[str, Any]:
+    """Each arm's chosen setting (validation only) and the primary bounded objective, as far as known."""
+    val = validation_table(out, grid, n_val)
+    expected: dict[str, set[str]] = {}
+    for cell in grid:
+        expected.setdefault(cell["arm"], set()).add(rs.setting_of(cell))
+    chosen = {}
+    for arm, settings in expected.items():
+        have = val.get(arm, {})
+        if set(have) == settings:
+            pick = rs.choose(have, n_seeds)
+            if pick is not None:
+                chosen[arm] = pick
+    bounded_arms = [a for a, d in arms.items() if d.get("bounded") in bounded]
+    primary = None
+    if all(a in chosen for a in bounded_arms):
+        best = max(bounded_arms, key=lambda a: val[a][chosen[a]]["mean"])
+        objective = dict(arms[best]["objective"])
+        cell = next(c for c in grid if c["arm"] == best and rs.setting_of(c) == chosen[best])
+        for key, value in objective.items():
+            if value == "DELTA":
+                objective[key] = cell["advantage_shift"]
+        primary = {"arm": best, "bounded": arms[best]["bounded"], "objective": objective,
+                   "validation": val[best][chosen[best]]["mean"]}
+    return {"validation": val, "chosen": chosen, "primary": primary}
+
+
+def chosen_cells(grid: Sequence[dict[str, Any]], chosen: Mapping[str, str]) -> list[dict[str, Any]]:
+    return [c for c in grid if chosen.get(c["arm"]) == rs.setting_of(c)]
+
+
+def lr_of(chosen: Mapping[str, str], grid: Sequence[dict[str, Any]], arm: str) -> float | None:
+    if arm not in chosen:
+        return None
+    return next(c["lr"] for c in grid if c["arm"] == arm and rs.setting_of(c) == chosen[arm])
+
+
+def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], cells: Sequence[dict[str, Any]],
+              bounded: Sequence[str], priority: Callable[[dict[str, Any]], Any], r_max: float, prereg: str,
+              config_hash: str) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from masters.config import validate_run_spec
+    from masters.data import load_splits
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    rs.threads()
+    out, models = Path(args.out), Path(args.models)
+    out.mkdir(parents=True, exist_ok=True)
+    deadline = time.time() + args.hours * 3600 if args.hours else None
+    base = rs.base_config(study, out, models, r_max)
+    n_val, n_test, n_seeds = study["n_validation_eval"], study["n_test_eval"], len(study["seeds"])
+    grid = _grid_cells(cells, arms)
+    if args.report:
+        return write_report(args, out, study, arms, cells, bounded, r_max, prereg, config_hash)
+    worker0 = args.worker.split("/")[0] == "0"
+    if worker0:
+        prepared = prepare(out, base, study)
+    else:
+        rs.wait_for(out / "prepared.json", _say)
+        prepared = json.loads((out / "prepared.json").read_text())
+    temperatures = prepared["temperature_table"]["temperatures"]
+    splits = load_splits(validate_run_spec(dict(base)).task)
+    validation, test = list(splits["validation"])[:n_val], list(splits["test"])[:n_test]
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.time() > deadline
+
+    def one(cell: dict[str, Any], split: str, samples: Sequence[Any], **context: Any) -> bool:
+        if out_of_time():
+            return False
+        config = rs.cell_config(arms, base, cell, out, models, temperatures=temperatures, **context)
+        done = (Path(config["output_dir"]) / "eval" / f"{split}-{len(samples)}.json").exists()
+        if not done:
+            began = time.perf_counter()
+            rs.run_cell(config, _say)
+            record = rs.evaluate_cell(config, split, samples)
+            _say(f"{cell['arm']} {rs.cell_name(cell)}: {split} {record['accuracy'][rs.ACCURACY]:.3f} "
+                 f"({time.perf_counter() - began:.0f} s)")
+        return True
+
+    # 2. the grid on validation (the primary's own arm waits for the choice)
+    todo = sorted((c for c in grid if arms[c["arm"]]["objective"] != "PRIMARY"), key=priority)
+    for cell in rs.worker_share(todo, args.worker):
+        if not one(cell, "validation", validation):
+            break
+    # 3. the choice, then the primary's arm
+    sel = selection(out, grid, arms, bounded, n_val, n_seeds)
+    if sel["primary"] is not None:
+        later = [c for c in grid if arms[c["arm"]]["objective"] == "PRIMARY"]
+        for cell in rs.worker_share(later, args.worker):
+            if not one(cell, "validation", validation, primary=sel["primary"]):
+                break
+        sel = selection(out, grid, arms, bounded, n_val, n_seeds)
+    # 4. test: the chosen settings, then the sweeps at the chosen learning rate
+    tests = chosen_cells(grid, sel["chosen"])
+    for cell in rs.worker_share(tests, args.worker):
+        if not one(cell, "test", test, primary=sel["primary"]):
+            break
+    sweeps = []
+    for cell in cells:
+        if cell["phase"] == "grid":
+            continue
+        arm = sel["primary"]["arm"] if cell["arm"] == "PRIMARY" and sel["primary"] else cell["arm"]
+        lr = lr_of(sel["chosen"], grid, arm)
+        if lr is not None and arm in arms:
+            sweeps.append(({**cell, "arm": arm}, lr))
+    for cell, lr in rs.worker_share(sweeps, args.worker):
+        if not one(cell, "test", test, primary=sel["primary"], chosen_lr=lr):
+            break
+    if worker0:
+        write_report(args, out, study, arms, cells, bounded, r_max, prereg, config_hash)
+    return 0
+
+
+# =============================================================================================
+# The report
+# =============================================================================================
+
+
+def _test_stats(out: Path, cells: Sequence[dict[str, Any]], n_test: int, key: str = rs.ACCURACY) -> dict[str, Any]:
+    values = []
+    for cell in cells:
+        path = rs.cell_dir(out, cell) / "eval" / f"test-{n_test}.json"
+        if path.exists():
+            values.append(json.loads(path.read_text())["accuracy"].get(key, float("nan")))
+    return rs.mean_se(values)
+
+
+def collect(out: Path, study: Mapping[str, Any], arms: Mapping[str, Any], cells: Sequence[dict[str, Any]],
+            bounded: Sequence[str]) -> dict[str, Any]:
+    grid = [c for c in cells if c["phase"] == "grid"]
+    n_val, n_test, n_seeds = study["n_validation_eval"], study["n_test_eval"], len(study["seeds"])
+    sel = selection(out, grid, arms, bounded, n_val, n_seeds)
+    test, faith = {}, {}
+    for arm, setting in sel["chosen"].items():
+        members = [c for c in grid if c["arm"] == arm and rs.setting_of(c) == setting]
+        test[arm] = _test_stats(out, members, n_test)
+        faith[arm] = _test_stats(out, members, n_test, rs.FAITHFULNESS)
+    primary_arm = sel["primary"]["arm"] if sel["primary"] else None
+    rmax: dict[str, dict[float, Any]] = {}
+    mix: dict[str, Any] = {}
+    for cell in cells:
+        if cell["phase"] == "grid":
+            continue
+        arm = primary_arm if cell["arm"] == "PRIMARY" else cell["arm"]
+        if arm is None:
+            continue
+        label = "PRIMARY" if cell["arm"] == "PRIMARY" else arm
+        if cell["phase"] == "rmax":
+            rmax.setdefault(label, {})[cell["r_max"]] = None
+        else:
+            mix[f"{cell['mix'][0]}+{cell['mix'][1]}"] = None
+    for label, points in rmax.items():
+        arm = primary_arm if label == "PRIMARY" else label
+        for r in points:
+            members = [{**c, "arm": arm} for c in cells if c["phase"] == "rmax" and c["arm"] == label and c["r_max"] == r]
+            points[r] = _test_stats(out, members, n_test)
+    for key in mix:
+        members = [c for c in cells if c["phase"] == "mix" and f"{c['mix'][0]}+{c['mix'][1]}" == key]
+        mix[key] = _test_stats(out, members, n_test)
+    if "masters_paper" in test:
+        mix.setdefault("4+4", test["masters_paper"])
+    done = {phase: sum(1 for c in cells if c["phase"] == phase and _finished(out, c, n_val, n_test, primary_arm))
+            for phase in ("grid", "rmax", "mix")}
+    total = {phase: sum(1 for c in cells if c["phase"] == phase) for phase in done}
+    primary = test.get(primary_arm) if primary_arm else None
+    holm_rows = {}
+    if "masters_paper" in test:
+        pvals = {}
+        for arm in (a for a, d in arms.items() if d.get("bounded") and a != primary_arm):
+            if arm in test and test[arm]["n"] > 1:
+                diff, se = rs.welch(test[arm], test["masters_paper"])
+                pvals[arm] = rs.two_sided_p(diff / se) if se > 0 else 1.0
+                holm_rows[arm] = {"diff": diff, "se": se, "p": pvals[arm]}
+        for arm, rejected in rs.holm(pvals).items():
+            holm_rows[arm]["rejected"] = rejected
+    return {"selection": sel, "test": test, "faithfulness": faith, "rmax": rmax, "mix": mix,
+            "done": done, "total": total, "holm": holm_rows,
+            "verdict": rs.verdict(primary, test, rmax.get("PRIMARY", {}))}
+
+
+def _finished(out: Path, cell: Mapping[str, Any], n_val: int, n_test: int, primary_arm: str | None) -> bool:
+    if cell["phase"] == "grid":
+        return (rs.cell_dir(out, cell) / "eval" / f"validation-{n_val}.json").exists()
+    arm = primary_arm if cell["arm"] == "PRIMARY" else cell["arm"]
+    return arm is not None and (rs.cell_dir(out, {**cell, "arm": arm}) / "eval" / f"test-{n_test}.json").exists()
+
+
+def _fmt(stat: Mapping[str, Any] | None) -> str:
+    if not stat or not stat["n"]:
+        return "-"
+    se = "" if stat["n"] < 2 else f" +/- {stat['se']:.3f}"
+    return f"{stat['mean']:.3f}{se} (n={stat['n']})"
+
+
+def render(report: Mapping[str, Any]) -> str:
+    r = report["results"]
+    lines = [
+        "# The shapes_reason study (issue 13)", "",
+        f"Pre-registration `{report['prereg']}`, config hash `{report['config_hash']}`; r_max {report['r_max']} "
+        f"(probe G2). Written {report['date']} by `python benchmarks/quality_reason.py` "
+        f"(`--report` rewrites it from the finished cells).", "",
+        "Cells finished: " + ", ".join(f"{k} {r['done'][k]}/{r['total'][k]}" for k in r["done"]) + ".", "",
+        f"**Verdict: {r['verdict']['outcome']}** (pre-registered criteria; `incomplete` while cells are missing).", "",
+        f"## Test accuracy at each arm's chosen setting ({report['n_test']} test questions, seeds "
+        f"{', '.join(map(str, report['seeds']))}, mean +/- SE)", "",
+        "| arm | chosen on validation | validation | test final answer | trace faithfulness | vs SFT |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    sel, test = r["selection"], r["test"]
+    sft = test.get("sft")
+    for arm, setting in sel["chosen"].items():
+        val = sel["validation"][arm][setting]
+        diff = ""
+        if sft and test[arm]["n"] > 1 and sft["n"] > 1 and arm != "sft":
+            d, se = rs.welch(test[arm], sft)
+            diff = f"{d:+.3f} +/- {se:.3f}"
+        lines.append(f"| {arm} | {setting} | {val['mean']:.3f} | {_fmt(test[arm])} | {_fmt(r['faithfulness'][arm])} "
+                     f"| {diff} |")
+    p = sel["primary"]
+    lines += ["", "Primary bounded objective: " + (f"`{p['bounded']}` ({p['arm']}, validation {p['validation']:.3f})"
+                                                   if p else "not chosen yet (its validation cells are not all in)"), ""]
+    lines += [f"## Validation accuracy of every grid point ({report['n_validation']} validation questions)", "",
+              "| arm | setting | validation |", "|---|---|---:|"]
+    for arm, settings in sel["validation"].items():
+        for setting, stat in sorted(settings.items()):
+            lines.append(f"| {arm} | {setting} | {_fmt(stat)} |")
+    if r["rmax"]:
+        lines += ["", "## r_max sweep (test)", "", "| arm | " + " | ".join(f"{k:g}" for k in
+                                                                     sorted(next(iter(r['rmax'].values())))) + " |",
+                  "|---|" + "---:|" * len(next(iter(r["rmax"].values())))]
+        for label, points in r["rmax"].items():
+            lines.append(f"| {label} | " + " | ".join(_fmt(points[k]) for k in sorted(points)) + " |")
+    if r["mix"]:
+        lines += ["", "## Response mix, teacher + student (masters_paper, test)", "",
+                  "| mix | test |", "|---|---:|"] + [f"| {k} | {_fmt(v)} |" for k, v in r["mix"].items()]
+    if r["holm"]:
+        lines += ["", "## The other bounded objectives against masters_paper (Holm, family-wise 0.05)", "",
+                  "| arm | difference | SE | p | rejected |", "|---|---:|---:|---:|---|"]
+        for arm, row in r["holm"].items():
+            lines.append(f"| {arm} | {row['diff']:+.3f} | {row['se']:.3f} | {row['p']:.3g} | {row.get('rejected')} |")
+    v = r["verdict"]
+    lines += ["", "## Criteria", "", "| criterion | holds |", "|---|---|"]
+    lines += [f"| support: {k} | {'not measured yet' if x is None else x} |" for k, x in v["support"].items()]
+    lines += [f"| refute: {k} | {'not measured yet' if x is None else x} |" for k, x in v["refute"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = report["results"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    arms = [a for a in r["test"] if r["test"][a]["n"]]
+    ax = axes[0]
+    ax.bar(range(len(arms)), [r["test"][a]["mean"] for a in arms],
+           yerr=[2 * (r["test"][a]["se"] if r["test"][a]["n"] > 1 else 0) for a in arms], color="tab:blue")
+    ax.set_xticks(range(len(arms)), arms, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("test accuracy (final answer), +/- 2 SE")
+    ax.set_title("arms at their chosen settings")
+    ax = axes[1]
+    for label, points in r["rmax"].items():
+        xs = [k for k in sorted(points) if points[k]["n"]]
+        if xs:
+            ax.errorbar(xs, [points[k]["mean"] for k in xs],
+                        yerr=[2 * (points[k]["se"] if points[k]["n"] > 1 else 0) for k in xs], marker="o", label=label)
+    ax.set_xlabel("r_max")
+    ax.set_title("r_max sweep (test)")
+    if r["rmax"]:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(args: Any, out: Path, study: Mapping[str, Any], arms: Mapping[str, Any],
+                 cells: Sequence[dict[str, Any]], bounded: Sequence[str], r_max: float, prereg: str,
+                 config_hash: str) -> int:
+    from masters.files import atomic_write, atomic_write_json
+
+    prepared = json.loads((out / "prepared.json").read_text()) if (out / "prepared.json").exists() else None
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "prereg": prereg, "config_hash": config_hash, "r_max": r_max,
+              "seeds": list(study["seeds"]), "n_validation": study["n_validation_eval"], "n_test": study["n_test_eval"],
+              "prepared": prepared, "results": collect(out, study, arms, cells, bounded)}
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(results / "shapes_reason_study.json",
+                      json.loads(json.dumps(report, default=str, allow_nan=True)))
+    text = render(report)
+    atomic_write(results / "shapes_reason_study.md", text)
+    plot(report, results / "shapes_reason_study.png")
+    print(text)
+    return 0
