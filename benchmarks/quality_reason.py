@@ -99,6 +99,10 @@ STUDY: dict[str, Any] = {
     "models": "masters.engine.capacity.GapSpec defaults (teacher 192/3, mid small 128/3, student 32/2)",
     # r2: the models' settings themselves (sizes, seeds, warm-up and passes), so a recalibration changes the hash
     "gap_spec": "GAP_SPEC",
+    # r3: the models themselves, weight for weight (sha256 of model.safetensors, first 16 hex digits): a rebuild
+    # under later code gave another teacher from the same settings, which a settings hash cannot see
+    "models_sha256": {"teacher": "7dc27bdf292b7fc0", "mid": "bb6edfe4d530fd77", "student": "f6bbbcfc9ca594fa",
+                      "teacher_pass_2": "c7d56b8752821e0b", "teacher_pass_4": "0b8e8c0f6c66eab3"},
     "never_cut": ["sft", "naive_kd", "progressive_kd", "masters_paper", "PRIMARY", "control_random_mask",
                   "control_temperature", "control_no_gap_student"],
 }

@@ -69,21 +69,22 @@ def _grid_cells(cells: Sequence[dict[str, Any]], arms: Mapping[str, Any]) -> lis
     return [c for c in cells if c["phase"] == "grid"]
 
 
-def validation_table(out: Path, cells: Sequence[dict[str, Any]], n_val: int) -> dict[str, dict[str, Any]]:
+def validation_table(ledger: Path, out: Path, cells: Sequence[dict[str, Any]],
+                     n_val: int) -> dict[str, dict[str, Any]]:
     """arm -> setting -> mean/SE of validation accuracy over the seeds finished so far."""
     table: dict[str, dict[str, list[float]]] = {}
     for cell in cells:
-        path = rs.cell_dir(out, cell) / "eval" / f"validation-{n_val}.json"
+        path = rs.ledger_path(ledger, out, cell, "validation", n_val)
         if path.exists():
             acc = json.loads(path.read_text())["accuracy"][rs.ACCURACY]
             table.setdefault(cell["arm"], {}).setdefault(rs.setting_of(cell), []).append(acc)
     return {arm: {s: rs.mean_se(v) for s, v in settings.items()} for arm, settings in table.items()}
 
 
-def selection(out: Path, grid: Sequence[dict[str, Any]], arms: Mapping[str, Any], bounded: Sequence[str],
+def selection(ledger: Path, out: Path, grid: Sequence[dict[str, Any]], arms: Mapping[str, Any], bounded: Sequence[str],
               n_val: int, n_seeds: int) -> dict[str, Any]:
     """Each arm's chosen setting (validation only) and the primary bounded objective, as far as known."""
-    val = validation_table(out, grid, n_val)
+    val = validation_table(ledger, out, grid, n_val)
     expected: dict[str, set[str]] = {}
     for cell in grid:
         expected.setdefault(cell["arm"], set()).add(rs.setting_of(cell))
@@ -130,6 +131,7 @@ def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], c
     hf_logging.set_verbosity_error()
     rs.threads()
     out, models = Path(args.out), Path(args.models)
+    ledger = Path(args.results) / "shapes_reason_cells"
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + args.hours * 3600 if args.hours else None
     base = rs.base_config(study, out, models, r_max)
@@ -137,6 +139,8 @@ def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], c
     grid = _grid_cells(cells, arms)
     if args.report:
         return write_report(args, out, study, arms, cells, bounded, r_max, prereg, config_hash)
+    if study.get("models_sha256"):
+        rs.check_models(models, study["models_sha256"])
     worker0 = args.worker.split("/")[0] == "0"
     if worker0:
         prepared = prepare(out, base, study)
@@ -154,11 +158,11 @@ def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], c
         if out_of_time():
             return False
         config = rs.cell_config(arms, base, cell, out, models, temperatures=temperatures, **context)
-        done = (Path(config["output_dir"]) / "eval" / f"{split}-{len(samples)}.json").exists()
-        if not done:
+        path = rs.ledger_path(ledger, out, cell, split, len(samples))
+        if not path.exists():
             began = time.perf_counter()
             rs.run_cell(config, _say)
-            record = rs.evaluate_cell(config, split, samples)
+            record = rs.evaluate_cell(config, split, samples, path)
             _say(f"{cell['arm']} {rs.cell_name(cell)}: {split} {record['accuracy'][rs.ACCURACY]:.3f} "
                  f"({time.perf_counter() - began:.0f} s)")
         return True
@@ -169,13 +173,13 @@ def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], c
         if not one(cell, "validation", validation):
             break
     # 3. the choice, then the primary's arm
-    sel = selection(out, grid, arms, bounded, n_val, n_seeds)
+    sel = selection(ledger, out, grid, arms, bounded, n_val, n_seeds)
     if sel["primary"] is not None:
         later = [c for c in grid if arms[c["arm"]]["objective"] == "PRIMARY"]
         for cell in rs.worker_share(later, args.worker):
             if not one(cell, "validation", validation, primary=sel["primary"]):
                 break
-        sel = selection(out, grid, arms, bounded, n_val, n_seeds)
+        sel = selection(ledger, out, grid, arms, bounded, n_val, n_seeds)
     # 4. test: the chosen settings, then the sweeps at the chosen learning rate
     tests = chosen_cells(grid, sel["chosen"])
     for cell in rs.worker_share(tests, args.worker):
@@ -202,25 +206,26 @@ def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], c
 # =============================================================================================
 
 
-def _test_stats(out: Path, cells: Sequence[dict[str, Any]], n_test: int, key: str = rs.ACCURACY) -> dict[str, Any]:
+def _test_stats(ledger: Path, out: Path, cells: Sequence[dict[str, Any]], n_test: int,
+                key: str = rs.ACCURACY) -> dict[str, Any]:
     values = []
     for cell in cells:
-        path = rs.cell_dir(out, cell) / "eval" / f"test-{n_test}.json"
+        path = rs.ledger_path(ledger, out, cell, "test", n_test)
         if path.exists():
             values.append(json.loads(path.read_text())["accuracy"].get(key, float("nan")))
     return rs.mean_se(values)
 
 
-def collect(out: Path, study: Mapping[str, Any], arms: Mapping[str, Any], cells: Sequence[dict[str, Any]],
+def collect(ledger: Path, out: Path, study: Mapping[str, Any], arms: Mapping[str, Any], cells: Sequence[dict[str, Any]],
             bounded: Sequence[str]) -> dict[str, Any]:
     grid = [c for c in cells if c["phase"] == "grid"]
     n_val, n_test, n_seeds = study["n_validation_eval"], study["n_test_eval"], len(study["seeds"])
-    sel = selection(out, grid, arms, bounded, n_val, n_seeds)
+    sel = selection(ledger, out, grid, arms, bounded, n_val, n_seeds)
     test, faith = {}, {}
     for arm, setting in sel["chosen"].items():
         members = [c for c in grid if c["arm"] == arm and rs.setting_of(c) == setting]
-        test[arm] = _test_stats(out, members, n_test)
-        faith[arm] = _test_stats(out, members, n_test, rs.FAITHFULNESS)
+        test[arm] = _test_stats(ledger, out, members, n_test)
+        faith[arm] = _test_stats(ledger, out, members, n_test, rs.FAITHFULNESS)
     primary_arm = sel["primary"]["arm"] if sel["primary"] else None
     rmax: dict[str, dict[float, Any]] = {}
     mix: dict[str, Any] = {}
@@ -239,13 +244,13 @@ def collect(out: Path, study: Mapping[str, Any], arms: Mapping[str, Any], cells:
         arm = primary_arm if label == "PRIMARY" else label
         for r in points:
             members = [{**c, "arm": arm} for c in cells if c["phase"] == "rmax" and c["arm"] == label and c["r_max"] == r]
-            points[r] = _test_stats(out, members, n_test)
+            points[r] = _test_stats(ledger, out, members, n_test)
     for key in mix:
         members = [c for c in cells if c["phase"] == "mix" and f"{c['mix'][0]}+{c['mix'][1]}" == key]
-        mix[key] = _test_stats(out, members, n_test)
+        mix[key] = _test_stats(ledger, out, members, n_test)
     if "masters_paper" in test:
         mix.setdefault("4+4", test["masters_paper"])
-    done = {phase: sum(1 for c in cells if c["phase"] == phase and _finished(out, c, n_val, n_test, primary_arm))
+    done = {phase: sum(1 for c in cells if c["phase"] == phase and _finished(ledger, out, c, n_val, n_test, primary_arm))
             for phase in ("grid", "rmax", "mix")}
     total = {phase: sum(1 for c in cells if c["phase"] == phase) for phase in done}
     primary = test.get(primary_arm) if primary_arm else None
@@ -264,11 +269,12 @@ def collect(out: Path, study: Mapping[str, Any], arms: Mapping[str, Any], cells:
             "verdict": rs.verdict(primary, test, rmax.get("PRIMARY", {}))}
 
 
-def _finished(out: Path, cell: Mapping[str, Any], n_val: int, n_test: int, primary_arm: str | None) -> bool:
+def _finished(ledger: Path, out: Path, cell: Mapping[str, Any], n_val: int, n_test: int,
+              primary_arm: str | None) -> bool:
     if cell["phase"] == "grid":
-        return (rs.cell_dir(out, cell) / "eval" / f"validation-{n_val}.json").exists()
+        return rs.ledger_path(ledger, out, cell, "validation", n_val).exists()
     arm = primary_arm if cell["arm"] == "PRIMARY" else cell["arm"]
-    return arm is not None and (rs.cell_dir(out, {**cell, "arm": arm}) / "eval" / f"test-{n_test}.json").exists()
+    return arm is not None and rs.ledger_path(ledger, out, {**cell, "arm": arm}, "test", n_test).exists()
 
 
 def _fmt(stat: Mapping[str, Any] | None) -> str:
@@ -367,10 +373,11 @@ def write_report(args: Any, out: Path, study: Mapping[str, Any], arms: Mapping[s
     from masters.files import atomic_write, atomic_write_json
 
     prepared = json.loads((out / "prepared.json").read_text()) if (out / "prepared.json").exists() else None
+    results = Path(args.results)
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "prereg": prereg, "config_hash": config_hash, "r_max": r_max,
               "seeds": list(study["seeds"]), "n_validation": study["n_validation_eval"], "n_test": study["n_test_eval"],
-              "prepared": prepared, "results": collect(out, study, arms, cells, bounded)}
-    results = Path(args.results)
+              "prepared": prepared,
+              "results": collect(results / "shapes_reason_cells", out, study, arms, cells, bounded)}
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(results / "shapes_reason_study.json",
                       json.loads(json.dumps(report, default=str, allow_nan=True)))

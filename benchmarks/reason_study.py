@@ -193,19 +193,25 @@ def run_cell(config: Mapping[str, Any], say: Callable[[str], None]) -> dict[str,
     return {"seconds": time.perf_counter() - began}
 
 
-def evaluate_cell(config: Mapping[str, Any], split: str, samples: Sequence[Any]) -> dict[str, Any]:
-    """Greedy accuracy of the cell's student on ``samples`` of ``split``, cached beside it."""
+def ledger_path(ledger: Path, out: Path, cell: Mapping[str, Any], split: str, n: int) -> Path:
+    """Where a cell's evaluation is kept: in the committed ledger, so that a study spanning sessions
+    (and fresh checkouts) resumes from what earlier sessions measured."""
+    return ledger / cell["arm"] / f"{cell_name(cell)}-{split}-{n}.json"
+
+
+def evaluate_cell(config: Mapping[str, Any], split: str, samples: Sequence[Any], path: Path) -> dict[str, Any]:
+    """Greedy accuracy of the cell's student on ``samples`` of ``split``, kept at ``path``."""
     from masters.config import validate_run_spec
     from masters.engine.evaluate import evaluate_model
     from masters.files import atomic_write_json
 
-    path = Path(config["output_dir"]) / "eval" / f"{split}-{len(samples)}.json"
     if path.exists():
         return json.loads(path.read_text())
     spec = validate_run_spec(dict(config))
     res = evaluate_model(Path(config["output_dir"]) / "student", samples, spec.rewards, batch_size=EVAL_BATCH,
                          max_new_tokens=MAX_NEW_TOKENS, split=split)
-    record = {"split": split, "n": res.n, "accuracy": res.accuracy, "seconds": res.seconds}
+    record = {"split": split, "n": res.n, "accuracy": res.accuracy, "seconds": res.seconds,
+              "train_seconds": train_seconds(config)}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, record)
     return record
@@ -320,6 +326,38 @@ def worker_share(items: Sequence[Any], worker: str) -> list[Any]:
     if not 0 <= k < n:
         raise ValueError(f"--worker {worker}: want K/N with 0 <= K < N")
     return [item for i, item in enumerate(items) if i % n == k]
+
+
+def sha256_16(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def model_files(models: Path) -> dict[str, Path]:
+    """The study's models: the three capacity models and the teacher's SFT checkpoints the curriculum uses."""
+    passes = (models / "teacher").resolve().parent / "passes"
+    return {"teacher": models / "teacher", "mid": models / "mid", "student": models / "student",
+            "teacher_pass_2": passes / "pass-2", "teacher_pass_4": passes / "pass-4"}
+
+
+def check_models(models: Path, expected: Mapping[str, str]) -> None:
+    """The models must be the pre-registered ones, weight for weight (a settings hash cannot tell
+    two builds apart when one ran under other code)."""
+    problems = []
+    for role, path in model_files(models).items():
+        weights = path / "model.safetensors"
+        got = sha256_16(weights) if weights.exists() else "missing"
+        if got != expected.get(role):
+            problems.append(f"{role} ({weights}): {got}, registered {expected.get(role)}")
+    if problems:
+        raise SystemExit("error: the models are not the pre-registered ones: " + "; ".join(problems) + "\n"
+                         "  fix: build them with python -m masters.engine.capacity --out runs/shapes-reason (the "
+                         "build is deterministic on CPU), or revise the pre-registration beside the others")
 
 
 def threads() -> None:
