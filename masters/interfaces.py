@@ -353,6 +353,9 @@ class ObjectiveLoss:
 
     total: torch.Tensor
     metrics: dict[str, float] = field(default_factory=dict)
+    # The weighted terms that sum to ``total`` (e.g. policy, kl, distill), for per-term gradient
+    # norms (``training.diagnostics_every``); an objective may leave it empty.
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -294,6 +294,11 @@ class TrainingSpec(StrictModel):
         "sequence", description="sequence: mean over each response's tokens, then over the group."
     )
     max_grad_norm: Optional[float] = Field(1.0, gt=0, description="Gradient clipping; null disables.")
+    diagnostics_every: int = Field(
+        0, ge=0,
+        description="Every N optimizer steps, also the diagnostics that cost extra passes: JSD to the unmasked "
+        "teacher (a level-0 teacher forward; diag/jsd0_*) and each loss term's gradient norm (one backward each; "
+        "diag/grad_norm_*, in one process only). 0: never. Changes nothing that is trained.")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no")
     gradient_checkpointing: bool = Field(False)
     lora: Optional[LoraSpec] = Field(None, description="Train a LoRA adapter instead of the full student.")

@@ -10,8 +10,13 @@
 * ``diag/logp_positive`` / ``diag/logp_negative``: mean token log-prob of the rows with positive /
   negative advantage (GRPO advantages of the step's combined reward).
 
-Not here yet (they need passes the step does not make): JSD to the *unmasked* teacher (a second
-teacher forward at level 0) and the gradient norm of each loss term (one backward per term).
+The costly ones, every ``training.diagnostics_every`` steps (:func:`costly`; they need passes the step
+does not make, and change nothing that is trained):
+
+* ``diag/jsd0_trace`` and ``diag/jsd0_answer``: the same JSD to the *unmasked* teacher (the teacher
+  forced once more at level 0, then put back at its level);
+* ``diag/grad_norm_<term>``: the L2 norm of each weighted loss term's gradient (one backward each,
+  in one process only: a second backward under DDP, FSDP or DeepSpeed would fire their hooks).
 """
 
 from __future__ import annotations
@@ -80,3 +85,41 @@ def for_step(trainer: Any, inputs: Any, responses: Sequence[Sequence[int]]) -> d
         ids = (list(trainer.student.eos_token_ids), marker if None not in marker else None)
         trainer._diagnostic_ids = ids
     return step_diagnostics(inputs, responses, ids[0], ids[1])
+
+
+def _answer_trace(jsd: torch.Tensor, mask: torch.Tensor, responses: Sequence[Sequence[int]],
+                  answer_ids: tuple[int, int] | None, prefix: str) -> dict[str, float]:
+    answer = answer_mask(responses, mask.shape[1], answer_ids).to(mask.device) & mask
+    out = {f"{prefix}_answer": _masked_mean(jsd, answer), f"{prefix}_trace": _masked_mean(jsd, mask & ~answer)}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def costly(trainer: Any, loss: Any, student_logits: torch.Tensor, samples: Sequence[Any],
+           responses: Sequence[Sequence[int]], mask: torch.Tensor) -> dict[str, float]:
+    """JSD to the unmasked teacher and per-term gradient norms (see the module docstring)."""
+    from masters.rewards.jsd import token_jsd
+
+    out: dict[str, float] = {}
+    mask = mask.bool()
+    masked = getattr(trainer, "masked", None)
+    if masked is not None and getattr(trainer, "teacher", None) is not None:
+        level = masked.level
+        with torch.no_grad():
+            try:
+                masked.set_level(0)
+                t0 = trainer.teacher.teacher_force(samples, responses, vocab_limit=trainer.vocab).logits
+            finally:
+                masked.set_level(level)
+            jsd0 = token_jsd(t0.float().to(student_logits.device), student_logits.detach().float(), mask=mask,
+                             vocab_size=trainer.vocab)
+        ids = getattr(trainer, "_diagnostic_ids", None)
+        out.update(_answer_trace(jsd0, mask, responses, ids[1] if ids else None, "diag/jsd0"))
+    if trainer.accelerator.num_processes == 1:
+        params = [p for p in trainer.model.parameters() if p.requires_grad]
+        for name, term in loss.terms.items():
+            if not isinstance(term, torch.Tensor) or not term.requires_grad:
+                continue
+            grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+            out[f"diag/grad_norm_{name}"] = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads
+                                                                if g is not None)))
+    return out

@@ -84,7 +84,7 @@ def identity_of_training(spec: RunSpec) -> dict[str, Any]:
 
 
 # Where results are reported, not what is trained: never part of the identity.
-NOT_IDENTITY = frozenset({"report_to"})
+NOT_IDENTITY = frozenset({"report_to", "diagnostics_every"})
 
 
 def objective_method(spec: RunSpec) -> str:
@@ -493,7 +493,11 @@ class Trainer:
         out = self.objective.loss(inputs)
         _check_finite(out.total, step, questions)
         metrics = dict(out.metrics)
-        metrics.update(__import__("masters.engine.diagnostics", fromlist=["for_step"]).for_step(self, inputs, responses))
+        diagnostics = __import__("masters.engine.diagnostics", fromlist=["for_step"])
+        metrics.update(diagnostics.for_step(self, inputs, responses))
+        every = self.t.diagnostics_every
+        if every and step.step % every == 0:
+            metrics.update(diagnostics.costly(self, out, forced.logits, samples, responses, mask))
         metrics["tokens"] = float(mask.sum())
         return _Zero(out.total), metrics
 

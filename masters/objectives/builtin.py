@@ -44,7 +44,9 @@ class MastersObjective:
             token_jsd=inputs.teacher_divergence, beta=beta, distill_weight=self.spec.distill_loss_weight,
             policy_weight=1.0, reduction=inputs.reduction, negative_advantages=self.spec.negative_advantages,
             behaviour_logprobs=inputs.behaviour_logprobs)
-        return ObjectiveLoss(terms.total, {**metrics, **terms.metrics()})
+        return ObjectiveLoss(terms.total, {**metrics, **terms.metrics()},
+                             {"policy": terms.policy, "kl": beta * terms.kl,
+                              "distill": self.spec.distill_loss_weight * terms.distill})
 
 
 class DistillationObjective:
@@ -61,7 +63,7 @@ class DistillationObjective:
         metrics = terms.metrics()
         metrics.pop("loss/policy")  # identically 0 without a policy term
         metrics.pop("loss/kl")  # likewise: no KL here
-        return ObjectiveLoss(terms.total, metrics)
+        return ObjectiveLoss(terms.total, metrics, {"distill": terms.total})
 
 
 class SFTObjective:
@@ -74,7 +76,7 @@ class SFTObjective:
         mask = inputs.mask
         loss = -(inputs.student_logprobs * mask).sum() / mask.sum().clamp(min=1)
         value = float(loss.detach())
-        return ObjectiveLoss(loss, {"loss/total": value, "loss/nll": value})
+        return ObjectiveLoss(loss, {"loss/total": value, "loss/nll": value}, {"nll": loss})
 
 
 def equal_reward_groups(rewards: torch.Tensor, groups: torch.Tensor) -> int:

@@ -284,3 +284,24 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tiny_pai
     a = load_file(str(single / "student" / "model.safetensors"))
     b = load_file(str(double / "student" / "model.safetensors"))
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+
+
+def test_costly_diagnostics_are_logged_and_change_nothing_trained(tiny_pair, scored_bank, tmp_path):
+    from safetensors.torch import load_file
+
+    plain = prepared(tiny_pair, scored_bank, tmp_path / "plain")
+    watched = prepared(tiny_pair, scored_bank, tmp_path / "watched", training={"diagnostics_every": 2})
+    assert training_dir(plain).name == training_dir(watched).name  # not part of the training identity
+    a, b = train(plain, progress=False), train(watched, progress=False)
+    wa, wb = load_file(a.student_dir / "model.safetensors"), load_file(b.student_dir / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # the extra passes leave the weights as they were
+    rows = metrics(tmp_path / "watched")
+    costly = [r for r in rows if "diag/grad_norm_distill" in r]
+    assert [r["step"] for r in costly] == [0, 2]
+    for r in costly:
+        assert r["diag/grad_norm_policy"] > 0 and r["diag/grad_norm_distill"] > 0
+        assert r["diag/grad_norm_kl"] == 0 or r["step"] > 0  # the student is its own reference at step 0
+        assert r["diag/jsd0_answer"] >= 0  # shapes answers have no trace: every token is an answer token
+    # at level > 0 the masked teacher is further from the unmasked one than nothing: JSD to T_0 differs
+    assert costly[0]["level"] > 0 and costly[0]["diag/jsd0_answer"] != costly[0]["diag/jsd_answer"]
+    assert not any("diag/grad_norm_policy" in r for r in metrics(tmp_path / "plain"))
