@@ -167,37 +167,65 @@ def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], c
                  f"({time.perf_counter() - began:.0f} s)")
         return True
 
-    # 2. the grid on validation (the primary's own arm waits for the choice)
-    todo = sorted((c for c in grid if arms[c["arm"]]["objective"] != "PRIMARY"), key=priority)
-    for cell in rs.worker_share(todo, args.worker):
-        if not one(cell, "validation", validation):
-            break
-    # 3. the choice, then the primary's arm
+    def wave(items: Sequence[tuple[dict[str, Any], str, dict[str, Any]]]) -> bool:
+        """This worker's share of the items, then a wait for the other workers' (a barrier through the
+        ledger), so that every worker chooses from the same finished cells. False when out of time."""
+        for cell, split, context in rs.worker_share(list(items), args.worker):
+            if not one(cell, split, validation if split == "validation" else test, **context):
+                return False
+        paths = [rs.ledger_path(ledger, out, c, split, n_val if split == "validation" else n_test)
+                 for c, split, _ in items]
+        while not all(p.exists() for p in paths):
+            if out_of_time():
+                return False
+            time.sleep(10)
+        return True
+
+    def chosen_tests(sel: Mapping[str, Any], among: set[str]) -> list[tuple[dict[str, Any], str, dict[str, Any]]]:
+        return [(c, "test", {"primary": sel["primary"]}) for c in chosen_cells(grid, sel["chosen"]) if c["arm"] in among]
+
+    def sweeps(sel: Mapping[str, Any], phase: str) -> list[tuple[dict[str, Any], str, dict[str, Any]]]:
+        items = []
+        for cell in cells:
+            if cell["phase"] != phase:
+                continue
+            arm = sel["primary"]["arm"] if cell["arm"] == "PRIMARY" and sel["primary"] else cell["arm"]
+            lr = lr_of(sel["chosen"], grid, arm)
+            if lr is not None and arm in arms:
+                items.append(({**cell, "arm": arm}, "test", {"primary": sel["primary"], "chosen_lr": lr}))
+        return items
+
+    # The verdict's path first (the pre-registered criteria need only these), then the rest; the order
+    # changes no result (every cell is its own seeded run), only what a study cut short has.
+    # 1. the never-cut arms and the bounded objectives on validation
+    critical = {a for a in study["never_cut"] if a in arms} | {a for a, d in arms.items() if d.get("bounded")}
+    first = sorted((c for c in grid if c["arm"] in critical), key=priority)
+    if not wave([(c, "validation", {}) for c in first]):
+        return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash)
+    # 2. the choice per arm and of the primary; the test at the chosen settings; the r_max sweeps
     sel = selection(ledger, out, grid, arms, bounded, n_val, n_seeds)
-    if sel["primary"] is not None:
-        later = [c for c in grid if arms[c["arm"]]["objective"] == "PRIMARY"]
-        for cell in rs.worker_share(later, args.worker):
-            if not one(cell, "validation", validation, primary=sel["primary"]):
-                break
-        sel = selection(ledger, out, grid, arms, bounded, n_val, n_seeds)
-    # 4. test: the chosen settings, then the sweeps at the chosen learning rate
-    tests = chosen_cells(grid, sel["chosen"])
-    for cell in rs.worker_share(tests, args.worker):
-        if not one(cell, "test", test, primary=sel["primary"]):
-            break
-    sweeps = []
-    for cell in cells:
-        if cell["phase"] == "grid":
-            continue
-        arm = sel["primary"]["arm"] if cell["arm"] == "PRIMARY" and sel["primary"] else cell["arm"]
-        lr = lr_of(sel["chosen"], grid, arm)
-        if lr is not None and arm in arms:
-            sweeps.append(({**cell, "arm": arm}, lr))
-    for cell, lr in rs.worker_share(sweeps, args.worker):
-        if not one(cell, "test", test, primary=sel["primary"], chosen_lr=lr):
-            break
+    for items in (chosen_tests(sel, critical), sweeps(sel, "rmax")):
+        if not wave(items):
+            return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash)
+    # 3. the other arms (the primary's faithfulness arm among them), their tests, the mix sweep
+    rest = sorted((c for c in grid if c["arm"] not in critical), key=priority)
+    items = [(c, "validation", {"primary": sel["primary"]}) for c in rest
+             if sel["primary"] is not None or arms[c["arm"]]["objective"] != "PRIMARY"]
+    if not wave(items):
+        return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash)
+    sel = selection(ledger, out, grid, arms, bounded, n_val, n_seeds)
+    for items in (chosen_tests(sel, set(arms) - critical), sweeps(sel, "mix")):
+        if not wave(items):
+            return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash)
     if worker0:
         write_report(args, out, study, arms, cells, bounded, r_max, prereg, config_hash)
+    return 0
+
+
+def _stop(args: Any, worker0: bool, *report_args: Any) -> int:
+    _say("out of time (--hours): stopping before the next cell; rerun to go on")
+    if worker0:
+        write_report(args, *report_args)
     return 0
 
 
