@@ -328,13 +328,20 @@ def render(report: Mapping[str, Any]) -> str:
     ]
     sel, test = r["selection"], r["test"]
     sft = test.get("sft")
+    for role, label in (("teacher", "teacher (unmasked, not trained here)"), ("student", "base student (before any run)"),
+                        ("mid", "mid model (the no-gap student before its runs)")):
+        acc = report.get("references", {}).get(role)
+        if acc:
+            lines.append(f"| {label} | - | - | {acc[rs.ACCURACY]:.3f} | {acc.get(rs.FAITHFULNESS, float('nan')):.3f} | |")
+    edge = f"lr{min(report['lr_grid']):g}"
     for arm, setting in sel["chosen"].items():
         val = sel["validation"][arm][setting]
         diff = ""
         if sft and test[arm]["n"] > 1 and sft["n"] > 1 and arm != "sft":
             d, se = rs.welch(test[arm], sft)
             diff = f"{d:+.3f} +/- {se:.3f}"
-        lines.append(f"| {arm} | {setting} | {val['mean']:.3f} | {_fmt(test[arm])} | {_fmt(r['faithfulness'][arm])} "
+        mark = " (grid edge)" if setting.split("-")[0] == edge else ""
+        lines.append(f"| {arm} | {setting}{mark} | {val['mean']:.3f} | {_fmt(test[arm])} | {_fmt(r['faithfulness'][arm])} "
                      f"| {diff} |")
     p = sel["primary"]
     lines += ["", "Primary bounded objective: " + (f"`{p['bounded']}` ({p['arm']}, validation {p['validation']:.3f})"
@@ -395,6 +402,32 @@ def plot(report: Mapping[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def references(args: Any, study: Mapping[str, Any], r_max: float) -> dict[str, Any]:
+    """The unchanged teacher and base student on the test split: fixed points, not chosen by anything."""
+    from masters.config import validate_run_spec
+    from masters.data import load_splits
+    from masters.engine.evaluate import evaluate_model
+    from masters.files import atomic_write_json
+
+    models, n_test = Path(args.models), study["n_test_eval"]
+    base = rs.base_config(study, Path(args.out), models, r_max)
+    rows, test, spec = {}, None, None
+    for role in ("teacher", "mid", "student"):
+        path = Path(args.results) / "shapes_reason_cells" / "reference" / f"{role}-test-{n_test}.json"
+        if not path.exists():
+            if not (models / role).exists():
+                continue
+            if test is None:
+                spec = validate_run_spec(dict(base))
+                test = list(load_splits(spec.task)["test"])[:n_test]
+            res = evaluate_model(models / role, test, spec.rewards, batch_size=rs.EVAL_BATCH,
+                                 max_new_tokens=rs.MAX_NEW_TOKENS, split="test")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, {"split": "test", "n": res.n, "accuracy": res.accuracy})
+        rows[role] = json.loads(path.read_text())["accuracy"]
+    return rows
+
+
 def write_report(args: Any, out: Path, study: Mapping[str, Any], arms: Mapping[str, Any],
                  cells: Sequence[dict[str, Any]], bounded: Sequence[str], r_max: float, prereg: str,
                  config_hash: str) -> int:
@@ -405,7 +438,8 @@ def write_report(args: Any, out: Path, study: Mapping[str, Any], arms: Mapping[s
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "prereg": prereg, "config_hash": config_hash, "r_max": r_max,
               "seeds": list(study["seeds"]), "n_validation": study["n_validation_eval"], "n_test": study["n_test_eval"],
               "prepared": prepared,
-              "results": collect(results / "shapes_reason_cells", out, study, arms, cells, bounded)}
+              "results": collect(results / "shapes_reason_cells", out, study, arms, cells, bounded),
+              "references": references(args, study, r_max), "lr_grid": list(study["lr_grid"])}
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(results / "shapes_reason_study.json",
                       json.loads(json.dumps(report, default=str, allow_nan=True)))
