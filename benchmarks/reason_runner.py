@@ -312,14 +312,33 @@ def _fmt(stat: Mapping[str, Any] | None) -> str:
     return f"{stat['mean']:.3f}{se} (n={stat['n']})"
 
 
+def measured_seconds(ledger: Path) -> dict[str, float]:
+    """Training and evaluation seconds summed over every cell in the ledger (one core each)."""
+    train = evaluate = 0.0
+    n = 0
+    for path in ledger.glob("*/*.json"):
+        if path.parent.name == "reference":
+            continue
+        record = json.loads(path.read_text())
+        grid_test = path.name.startswith("lr") and "-test-" in path.name  # the same training as its validation
+        train += 0.0 if grid_test else record.get("train_seconds") or 0.0
+        evaluate += record.get("seconds") or 0.0
+        n += 1
+    return {"records": n, "train_s": round(train), "evaluate_s": round(evaluate)}
+
+
 def render(report: Mapping[str, Any]) -> str:
     r = report["results"]
+    cost = report.get("measured") or {}
     lines = [
         "# The shapes_reason study (issue 13)", "",
         f"Pre-registration `{report['prereg']}`, config hash `{report['config_hash']}`; r_max {report['r_max']} "
         f"(probe G2). Written {report['date']} by `python benchmarks/quality_reason.py` "
         f"(`--report` rewrites it from the finished cells).", "",
-        "Cells finished: " + ", ".join(f"{k} {r['done'][k]}/{r['total'][k]}" for k in r["done"]) + ".", "",
+        "Cells finished: " + ", ".join(f"{k} {r['done'][k]}/{r['total'][k]}" for k in r["done"]) + "."
+        + (f" Measured cost: {cost['records']} evaluations; training {cost['train_s'] / 3600:.2f} CPU-h and "
+           f"decoding {cost['evaluate_s'] / 3600:.2f} CPU-h, summed over cells (the bank and the models "
+           "not included)." if cost else ""), "",
         f"**Verdict: {r['verdict']['outcome']}** (pre-registered criteria; `incomplete` while cells are missing).", "",
         f"## Test accuracy at each arm's chosen setting ({report['n_test']} test questions, seeds "
         f"{', '.join(map(str, report['seeds']))}, mean +/- SE)", "",
@@ -439,7 +458,8 @@ def write_report(args: Any, out: Path, study: Mapping[str, Any], arms: Mapping[s
               "seeds": list(study["seeds"]), "n_validation": study["n_validation_eval"], "n_test": study["n_test_eval"],
               "prepared": prepared,
               "results": collect(results / "shapes_reason_cells", out, study, arms, cells, bounded),
-              "references": references(args, study, r_max), "lr_grid": list(study["lr_grid"])}
+              "references": references(args, study, r_max), "lr_grid": list(study["lr_grid"]),
+              "measured": measured_seconds(results / "shapes_reason_cells")}
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(results / "shapes_reason_study.json",
                       json.loads(json.dumps(report, default=str, allow_nan=True)))
