@@ -384,6 +384,19 @@ def render(report: Mapping[str, Any]) -> str:
                   "| arm | difference | SE | p | rejected |", "|---|---:|---:|---:|---|"]
         for arm, row in r["holm"].items():
             lines.append(f"| {arm} | {row['diff']:+.3f} | {row['se']:.3f} | {row['p']:.3g} | {row.get('rejected')} |")
+    primary_arm = p["arm"] if p else None
+    refs = report.get("references", {})
+    lines += ["", "## The issue's mechanism checks (secondary; the verdict follows the pre-registered criteria)", ""]
+    for a, b in ((primary_arm, "naive_kd"), ("progressive_kd", "naive_kd"), (primary_arm, "progressive_kd")):
+        if a in test and b in test and test[a]["n"] > 1 and test[b]["n"] > 1:
+            d, se = rs.welch(test[a], test[b])
+            lines.append(f"- {a} - {b}: {d:+.3f} +/- {se:.3f} ({'beats' if d > 2 * se else 'within 2 SE or below'})")
+    if primary_arm in test and "control_no_gap_student" in test and refs.get("student") and refs.get("mid"):
+        small = test[primary_arm]["mean"] - refs["student"][rs.ACCURACY]
+        big = test["control_no_gap_student"]["mean"] - refs["mid"][rs.ACCURACY]
+        lines.append(f"- gain over the student's own start: small student ({primary_arm}) {small:+.3f}, no-gap "
+                     f"student (masters_paper) {big:+.3f} (starts are single models on the same test questions)")
+    lines.append("- (a) distances of the trained students to their teachers: not measured by this runner")
     v = r["verdict"]
     lines += ["", "## Criteria", "", "| criterion | holds |", "|---|---|"]
     lines += [f"| support: {k} | {'not measured yet' if x is None else x} |" for k, x in v["support"].items()]
