@@ -113,6 +113,13 @@ def chosen_cells(grid: Sequence[dict[str, Any]], chosen: Mapping[str, str]) -> l
     return [c for c in grid if chosen.get(c["arm"]) == rs.setting_of(c)]
 
 
+def with_choice(cell: Mapping[str, Any], arm: str, sel: Mapping[str, Any], grid: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A sweep cell of ``arm`` carrying the arm's other chosen values (delta, tau) besides the learning rate."""
+    chosen = next(c for c in grid if c["arm"] == arm and rs.setting_of(c) == sel["chosen"][arm])
+    extra = {k: v for k, v in chosen.items() if k not in ("arm", "lr", "seed", "phase")}
+    return {**cell, **extra, "arm": arm}
+
+
 def lr_of(chosen: Mapping[str, str], grid: Sequence[dict[str, Any]], arm: str) -> float | None:
     if arm not in chosen:
         return None
@@ -192,7 +199,7 @@ def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], c
             arm = sel["primary"]["arm"] if cell["arm"] == "PRIMARY" and sel["primary"] else cell["arm"]
             lr = lr_of(sel["chosen"], grid, arm)
             if lr is not None and arm in arms:
-                items.append(({**cell, "arm": arm}, "test", {"primary": sel["primary"], "chosen_lr": lr}))
+                items.append((with_choice(cell, arm, sel, grid), "test", {"primary": sel["primary"], "chosen_lr": lr}))
         return items
 
     # The verdict's path first (the pre-registered criteria need only these), then the rest; the order
@@ -271,14 +278,15 @@ def collect(ledger: Path, out: Path, study: Mapping[str, Any], arms: Mapping[str
     for label, points in rmax.items():
         arm = primary_arm if label == "PRIMARY" else label
         for r in points:
-            members = [{**c, "arm": arm} for c in cells if c["phase"] == "rmax" and c["arm"] == label and c["r_max"] == r]
+            members = [with_choice(c, arm, sel, grid) for c in cells
+                       if c["phase"] == "rmax" and c["arm"] == label and c["r_max"] == r]
             points[r] = _test_stats(ledger, out, members, n_test)
     for key in mix:
         members = [c for c in cells if c["phase"] == "mix" and f"{c['mix'][0]}+{c['mix'][1]}" == key]
         mix[key] = _test_stats(ledger, out, members, n_test)
     if "masters_paper" in test:
         mix.setdefault("4+4", test["masters_paper"])
-    done = {phase: sum(1 for c in cells if c["phase"] == phase and _finished(ledger, out, c, n_val, n_test, primary_arm))
+    done = {phase: sum(1 for c in cells if c["phase"] == phase and _finished(ledger, out, c, n_val, n_test, primary_arm, sel, grid))
             for phase in ("grid", "rmax", "mix")}
     total = {phase: sum(1 for c in cells if c["phase"] == phase) for phase in done}
     primary = test.get(primary_arm) if primary_arm else None
@@ -298,11 +306,13 @@ def collect(ledger: Path, out: Path, study: Mapping[str, Any], arms: Mapping[str
 
 
 def _finished(ledger: Path, out: Path, cell: Mapping[str, Any], n_val: int, n_test: int,
-              primary_arm: str | None) -> bool:
+              primary_arm: str | None, sel: Mapping[str, Any], grid: Sequence[dict[str, Any]]) -> bool:
     if cell["phase"] == "grid":
         return rs.ledger_path(ledger, out, cell, "validation", n_val).exists()
     arm = primary_arm if cell["arm"] == "PRIMARY" else cell["arm"]
-    return arm is not None and rs.ledger_path(ledger, out, {**cell, "arm": arm}, "test", n_test).exists()
+    if arm is None or arm not in sel["chosen"]:
+        return False
+    return rs.ledger_path(ledger, out, with_choice(cell, arm, sel, grid), "test", n_test).exists()
 
 
 def _fmt(stat: Mapping[str, Any] | None) -> str:

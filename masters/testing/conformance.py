@@ -41,7 +41,7 @@ def _kits() -> dict[str, tuple[Callable[[str], tuple[str, ...]], Callable[..., N
     from masters.testing import adapters, backends, maskers, objectives, rewards, schedules, tasks
 
     return {
-        "masker": (lambda name: maskers.MASKER_CHECKS, maskers.run_masker_check),
+        "masker": (maskers.masker_checks, maskers.run_masker_check),
         "schedule": (lambda name: schedules.SCHEDULE_CHECKS, schedules.run_schedule_check),
         "reward": (rewards.reward_checks, rewards.run_reward_check),
         "adapter": (lambda name: adapters.CHECKS, adapters.run_check),

@@ -373,12 +373,102 @@ _CHECKS: dict[str, Callable[[_Case], None]] = {
 assert tuple(_CHECKS) == MASKER_CHECKS
 
 
+# A masker that perturbs the logits (``perturbs = "logits"``, e.g. ``temperature``) masks no weight:
+# it is checked by what it promises instead, on a small linear model with an output head.
+LOGIT_MASKER_CHECKS: tuple[str, ...] = ("logits_protocol", "logits_restore_exact")
+
+
+def masker_checks(masker_name: str) -> tuple[str, ...]:
+    """The checks that apply to a registered masker: the weight kit, or the logit kit."""
+    spec = masker_spec(masker_name)
+    return LOGIT_MASKER_CHECKS if getattr(type(spec), "perturbs", "weights") == "logits" else MASKER_CHECKS
+
+
+class _HeadModel:
+    """A tiny torch model with an output head (``get_output_embeddings``), built lazily."""
+
+    def __new__(cls) -> Any:
+        import torch
+
+        class Model(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.body = torch.nn.Linear(8, 8)
+                self.head = torch.nn.Linear(8, 12, bias=False)
+
+            def get_output_embeddings(self) -> torch.nn.Module:
+                return self.head
+
+            def forward(self, x: Any) -> Any:
+                return self.head(torch.tanh(self.body(x)))
+
+        torch.manual_seed(0)
+        return Model()
+
+
+def _logit_case(masker_name: Any) -> tuple[Any, Any, list[Any]]:
+    import torch
+
+    from masters.ratios import Ratio
+
+    spec = masker_spec(masker_name)
+    levels = [Ratio(0)] + sorted(getattr(spec, "temperatures", {}) or {}, reverse=True)
+    if len(levels) == 1:  # a logit masker configured without levels: give it two if it takes a mapping
+        fields = type(spec).model_fields
+        if "temperatures" in fields:
+            spec = spec.model_copy(update={"temperatures": {Ratio(2000): 2.0, Ratio(1000): 1.5}})
+            levels = [Ratio(0), Ratio(2000), Ratio(1000)]
+    model = _HeadModel()
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+    return spec, model, [levels, x]
+
+
+def _check_logits_protocol(masker_name: Any) -> None:
+    from masters.masking.runtime import MaskedTeacher
+
+    spec, model, (levels, _) = _logit_case(masker_name)
+    teacher = MaskedTeacher.from_model(model, spec, levels)
+    for attr in ("level", "set_level", "restore", "close", "report"):
+        _require(hasattr(teacher, attr), "logits_protocol", f"the runtime of {spec.name!r} has no {attr}")
+    _require(teacher.report().masked == 0, "logits_protocol", f"{spec.name!r} reports masked weights")
+    teacher.close()
+
+
+def _check_logits_restore_exact(masker_name: Any) -> None:
+    import torch
+
+    from masters.masking.runtime import MaskedTeacher
+
+    spec, model, (levels, x) = _logit_case(masker_name)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        base = model(x)
+        teacher = MaskedTeacher.from_model(model, spec, levels)
+        changed = False
+        for level in sorted(levels, reverse=True) + [levels[0]]:
+            teacher.set_level(level)
+            out = model(x)
+            if level.bp == 0:
+                _require(torch.equal(out, base), "logits_restore_exact", f"{spec.name!r} changes level 0's logits")
+            else:
+                changed = changed or not torch.equal(out, base)
+        _require(changed or len(levels) == 1, "logits_restore_exact", f"{spec.name!r} changes no level's logits")
+        teacher.close()
+        _require(torch.equal(model(x), base), "logits_restore_exact", f"{spec.name!r} left its change after close")
+    _require(all(torch.equal(v, weights[k]) for k, v in model.state_dict().items()), "logits_restore_exact",
+             f"{spec.name!r} modified weights")
+
+
 def run_masker_check(masker_name: str, check: str, **options: Any) -> None:
     """Run one conformance check on one masker (a registered name; a spec or mapping works too).
 
     Raises :class:`MaskerConformanceError` (an ``AssertionError``) naming the rule, the tensor, the
     dtype, the memory mode and the level that broke. ``options``: ``levels``, ``shapes``, ``seed``.
     """
+    if check in LOGIT_MASKER_CHECKS:
+        {"logits_protocol": _check_logits_protocol, "logits_restore_exact": _check_logits_restore_exact}[check](
+            masker_name)
+        return
     if check not in _CHECKS:
         raise ValueError(f"unknown masker check {check!r}; checks: {', '.join(MASKER_CHECKS)}")
     _CHECKS[check](_Case(masker_name, **options))
