@@ -247,23 +247,29 @@ def _mean_entropy(logits, mask) -> float:
 
 def _level_rows(teacher: Any, masker: Any, levels: Sequence[float], samples, responses, acc_set, reward_spec, vocab,
                 batch_size, max_new, t0_logits, s_logits, mask):
+    for ratio, tr_logits in forced_levels(teacher, masker, levels, samples, responses, vocab, batch_size):
+        acc = _accuracy(teacher, acc_set, reward_spec, batch_size, max_new)
+        yield (float(ratio), acc, _mean_entropy(tr_logits, mask), _mean_jsd(tr_logits, t0_logits, mask),
+               _mean_jsd(tr_logits, s_logits, mask))
+
+
+def forced_levels(teacher: Any, masker: Any, levels: Sequence[float], samples, responses, vocab, batch_size):
+    """``(level, teacher-forced logits)`` at each level > 0 under ``masker``; the teacher is restored
+    (and any hook removed) when the iteration ends, however it ends. The teacher's weights are
+    masked in place, so use the logits before asking for the next level."""
     import torch
 
     from masters.masking.runtime import MaskedTeacher
     from masters.ratios import Ratio
 
-    ratios = sorted({Ratio.parse(float(r)) for r in levels} | {Ratio(0)})
+    ratios = sorted({Ratio.parse(float(r)) for r in levels if float(r) > 0} | {Ratio(0)})
     masked = MaskedTeacher.from_model(teacher.model, masker, ratios, maskable=teacher.maskable_parameters())
     try:
-        for ratio in ratios:
-            if ratio.bp == 0:
-                continue
+        for ratio in ratios[1:]:
             masked.set_level(ratio)
             with torch.no_grad():
-                tr_logits, _ = _forced(teacher, samples, responses, vocab, batch_size)
-            acc = _accuracy(teacher, acc_set, reward_spec, batch_size, max_new)
-            yield (float(ratio), acc, _mean_entropy(tr_logits, mask), _mean_jsd(tr_logits, t0_logits, mask),
-                   _mean_jsd(tr_logits, s_logits, mask))
+                logits, _ = _forced(teacher, samples, responses, vocab, batch_size)
+            yield ratio, logits
     finally:
         masked.close()
 

@@ -78,9 +78,8 @@ def match_temperatures(spec: Any, levels: Sequence[float], *, n: int = 512, batc
     from masters.adapters.resolve import resolve_adapter
     from masters.data import load_splits
     from masters.engine.generation import check_tokenizers
-    from masters.engine.probe import _forced, _mean_entropy
+    from masters.engine.probe import _forced, _mean_entropy, forced_levels
     from masters.errors import MastersError
-    from masters.masking.runtime import MaskedTeacher
 
     splits = splits or load_splits(spec.task)
     samples = list(splits.get("validation") or [])[:n]
@@ -94,19 +93,9 @@ def match_temperatures(spec: Any, levels: Sequence[float], *, n: int = 512, batc
     with torch.no_grad():
         t0_logits, mask = _forced(teacher, samples, responses, vocab, batch_size)
     table = TemperatureTable(masker=spec.masker.name, n=len(samples), entropy_t0=_mean_entropy(t0_logits, mask))
-    ratios = sorted({Ratio.parse(float(r)) for r in levels if float(r) > 0} | {Ratio(0)})
-    masked = MaskedTeacher.from_model(teacher.model, spec.masker, ratios, maskable=teacher.maskable_parameters())
-    try:
-        for ratio in ratios:
-            if ratio.bp == 0:
-                continue
-            masked.set_level(ratio)
-            with torch.no_grad():
-                tr_logits, _ = _forced(teacher, samples, responses, vocab, batch_size)
-            target = _mean_entropy(tr_logits, mask)
-            temperature = solve_temperature(t0_logits, mask, target)
-            table.rows.append({"level": float(ratio), "entropy": target, "temperature": temperature,
-                               "entropy_matched": tempered_entropy(t0_logits, mask, temperature)})
-    finally:
-        masked.close()
+    for ratio, tr_logits in forced_levels(teacher, spec.masker, levels, samples, responses, vocab, batch_size):
+        target = _mean_entropy(tr_logits, mask)
+        temperature = solve_temperature(t0_logits, mask, target)
+        table.rows.append({"level": float(ratio), "entropy": target, "temperature": temperature,
+                           "entropy_matched": tempered_entropy(t0_logits, mask, temperature)})
     return table
