@@ -315,11 +315,11 @@ def _finished(ledger: Path, out: Path, cell: Mapping[str, Any], n_val: int, n_te
     return rs.ledger_path(ledger, out, with_choice(cell, arm, sel, grid), "test", n_test).exists()
 
 
-def _fmt(stat: Mapping[str, Any] | None) -> str:
+def _fmt(stat: Mapping[str, Any] | None, digits: int = 3) -> str:
     if not stat or not stat["n"]:
         return "-"
-    se = "" if stat["n"] < 2 else f" +/- {stat['se']:.3f}"
-    return f"{stat['mean']:.3f}{se} (n={stat['n']})"
+    se = "" if stat["n"] < 2 else f" +/- {stat['se']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}{se} (n={stat['n']})"
 
 
 def measured_seconds(ledger: Path) -> dict[str, float]:
@@ -406,7 +406,19 @@ def render(report: Mapping[str, Any]) -> str:
         big = test["control_no_gap_student"]["mean"] - refs["mid"][rs.ACCURACY]
         lines.append(f"- gain over the student's own start: small student ({primary_arm}) {small:+.3f}, no-gap "
                      f"student (masters_paper) {big:+.3f} (starts are single models on the same test questions)")
-    lines.append("- (a) distances of the trained students to their teachers: not measured by this runner")
+    dist = report.get("distances") or {}
+    fm, nk = dist.get("fixed_mask"), dist.get("naive_kd")
+    if fm and nk and fm["n"] and nk["n"]:
+        d, se = rs.welch(fm, nk) if fm["n"] > 1 and nk["n"] > 1 else (fm["mean"] - nk["mean"], float("nan"))
+        lines.append(f"- (a) JSD of the trained student to its teacher ({DISTANCE_QUESTIONS} validation reference answers): "
+                     f"fixed mask to T_r_max {_fmt(fm, 4)}, naive KD to T_0 {_fmt(nk, 4)}; difference {d:+.4f} +/- {se:.4f} "
+                     f"({'closer' if d < -2 * se else 'not closer by 2 SE'})")
+    else:
+        lines.append("- (a) JSD of the trained students to their teachers: not measured yet (fixed mask's choice pending)")
+    levels = [row for row in (report.get("probe_levels") or []) if row["masker"] in ("magnitude", "(unmasked)")]
+    if levels:
+        lines.append("- (a) JSD(T_r, S) of the base student by r (probe G2): "
+                     + ", ".join(f"{row['level']:.2f}: {row['jsd_s']:.4f}" for row in levels))
     v = r["verdict"]
     lines += ["", "## Criteria", "", "| criterion | holds |", "|---|---|"]
     lines += [f"| support: {k} | {'not measured yet' if x is None else x} |" for k, x in v["support"].items()]
@@ -470,6 +482,71 @@ def references(args: Any, study: Mapping[str, Any], r_max: float) -> dict[str, A
     return rows
 
 
+DISTANCE_QUESTIONS = 512
+
+
+def _probe_levels() -> list[dict[str, Any]]:
+    path = Path(__file__).resolve().parent / "results" / "shapes_reason_probe.json"
+    return json.loads(path.read_text()).get("levels", []) if path.exists() else []
+
+
+def distances(args: Any, study: Mapping[str, Any], arms: Mapping[str, Any], cells: Sequence[dict[str, Any]],
+              bounded: Sequence[str], r_max: float) -> dict[str, Any]:
+    """Criterion (a): JSD from each trained student to the teacher it was distilled from (fixed mask: the
+    teacher masked at r_max; naive KD: the unmasked teacher), teacher-forced on the reference answers of
+    validation questions, at each arm's chosen setting. Kept in the ledger; a student no longer on disk
+    is skipped (its seed is then missing from the mean)."""
+    from masters.adapters.resolve import resolve_adapter
+    from masters.config import validate_component, validate_run_spec
+    from masters.data import load_splits
+    from masters.engine.generation import check_tokenizers
+    from masters.engine.probe import _forced, _mean_jsd, forced_levels
+    from masters.files import atomic_write_json
+
+    out, models = Path(args.out), Path(args.models)
+    ledger = Path(args.results) / "shapes_reason_cells"
+    grid = [c for c in cells if c["phase"] == "grid"]
+    sel = selection(ledger, out, grid, arms, bounded, study["n_validation_eval"], len(study["seeds"]))
+    wanted = {"naive_kd": 0.0, "fixed_mask": r_max}
+    todo = {arm: [c for c in chosen_cells(grid, sel["chosen"]) if c["arm"] == arm] for arm in wanted}
+    result: dict[str, Any] = {}
+    teacher = samples = None
+    for arm, level in wanted.items():
+        values = []
+        for cell in todo[arm]:
+            path = ledger / arm / f"{rs.cell_name(cell)}-distance-{DISTANCE_QUESTIONS}.json"
+            student_dir = rs.cell_dir(out, cell) / "student"
+            if not path.exists() and student_dir.exists():
+                if teacher is None:
+                    base = rs.base_config(study, out, models, r_max)
+                    spec = validate_run_spec(dict(base))
+                    vocab = check_tokenizers(spec)
+                    samples = list(load_splits(spec.task)["validation"])[:DISTANCE_QUESTIONS]
+                    teacher = resolve_adapter(str(models / "teacher"))
+                    teacher.model.eval()
+                    responses = teacher.response_ids([x.answer or "" for x in samples])
+                    import torch
+
+                    with torch.no_grad():
+                        t0, mask = _forced(teacher, samples, responses, vocab, 64)
+                    logits = {0.0: t0}
+                    for ratio, tr in forced_levels(teacher, validate_component("masker", "magnitude"), [r_max],
+                                                   samples, responses, vocab, 64):
+                        logits[float(ratio)] = tr
+                student = resolve_adapter(str(student_dir))
+                student.model.eval()
+                import torch
+
+                with torch.no_grad():
+                    s_logits, _ = _forced(student, samples, responses, vocab, 64)
+                atomic_write_json(path, {"level": level, "jsd": _mean_jsd(logits[level], s_logits, mask),
+                                         "n": len(samples)})
+            if path.exists():
+                values.append(json.loads(path.read_text())["jsd"])
+        result[arm] = rs.mean_se(values)
+    return result
+
+
 def write_report(args: Any, out: Path, study: Mapping[str, Any], arms: Mapping[str, Any],
                  cells: Sequence[dict[str, Any]], bounded: Sequence[str], r_max: float, prereg: str,
                  config_hash: str) -> int:
@@ -482,7 +559,9 @@ def write_report(args: Any, out: Path, study: Mapping[str, Any], arms: Mapping[s
               "prepared": prepared,
               "results": collect(results / "shapes_reason_cells", out, study, arms, cells, bounded),
               "references": references(args, study, r_max), "lr_grid": list(study["lr_grid"]),
-              "measured": measured_seconds(results / "shapes_reason_cells")}
+              "measured": measured_seconds(results / "shapes_reason_cells"),
+              "distances": distances(args, study, arms, cells, bounded, r_max),
+              "probe_levels": _probe_levels()}
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(results / "shapes_reason_study.json",
                       json.loads(json.dumps(report, default=str, allow_nan=True)))
