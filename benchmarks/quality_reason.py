@@ -2,7 +2,13 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/quality_reason.py --dry-run      # cells and CPU-hours
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/quality_reason.py --hash         # the study's config hash
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/quality_reason.py [--out runs/quality-reason]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/quality_reason.py [--out runs/quality-reason] [--worker 0/2]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/quality_reason.py --worker 1/2     # beside it, on a second core
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/quality_reason.py --report         # the report from the ledger
+
+It needs the capacity models (``python -m masters.engine.capacity --out runs/shapes-reason``, about
+40 min on two cores, deterministic) and runs in about 1 h 45 min on two cores (2.5 CPU-h of training,
+measured); how it runs is ``reason_runner.py`` and ``reason_study.py`` beside it.
 
 Everything that defines the study (arms, learning-rate grid, seeds, delta and tie-tolerance grids,
 sweeps, test size, criteria, the primary bounded objective's selection rule) is the ``STUDY``
