@@ -213,12 +213,12 @@ def estimate(costs: dict[str, float] = COSTS) -> dict[str, Any]:
             "cpu_hours": round(total / 3600, 2), "per_arm_hours": {k: round(v / 3600, 2) for k, v in per_cell.items()}}
 
 
-def priority(cell: dict[str, Any]) -> tuple[int, int]:
+def priority(cell: dict[str, Any]) -> int:
     """Never-cut arms first (a study cut short keeps them), then the bounded objectives (the primary's
     choice needs them), then the other controls; grid order within an arm."""
     order = [a for a in STUDY["never_cut"] if a in ARMS] + [a for a, d in ARMS.items() if d.get("bounded")]
     order += [a for a in ARMS if a not in order]
-    return order.index(cell["arm"]), 0
+    return order.index(cell["arm"])
 
 
 def probe_r_max() -> float:

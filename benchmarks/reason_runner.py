@@ -65,26 +65,25 @@ def prepare(out: Path, base: Mapping[str, Any], study: Mapping[str, Any]) -> dic
     return record
 
 
-def _grid_cells(cells: Sequence[dict[str, Any]], arms: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _grid_cells(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [c for c in cells if c["phase"] == "grid"]
 
 
-def validation_table(ledger: Path, out: Path, cells: Sequence[dict[str, Any]],
-                     n_val: int) -> dict[str, dict[str, Any]]:
+def validation_table(ledger: Path, cells: Sequence[dict[str, Any]], n_val: int) -> dict[str, dict[str, Any]]:
     """arm -> setting -> mean/SE of validation accuracy over the seeds finished so far."""
     table: dict[str, dict[str, list[float]]] = {}
     for cell in cells:
-        path = rs.ledger_path(ledger, out, cell, "validation", n_val)
+        path = rs.ledger_path(ledger, cell, "validation", n_val)
         if path.exists():
             acc = json.loads(path.read_text())["accuracy"][rs.ACCURACY]
             table.setdefault(cell["arm"], {}).setdefault(rs.setting_of(cell), []).append(acc)
     return {arm: {s: rs.mean_se(v) for s, v in settings.items()} for arm, settings in table.items()}
 
 
-def selection(ledger: Path, out: Path, grid: Sequence[dict[str, Any]], arms: Mapping[str, Any], bounded: Sequence[str],
+def selection(ledger: Path, grid: Sequence[dict[str, Any]], arms: Mapping[str, Any], bounded: Sequence[str],
               n_val: int, n_seeds: int) -> dict[str, Any]:
     """Each arm's chosen setting (validation only) and the primary bounded objective, as far as known."""
-    val = validation_table(ledger, out, grid, n_val)
+    val = validation_table(ledger, grid, n_val)
     expected: dict[str, set[str]] = {}
     for cell in grid:
         expected.setdefault(cell["arm"], set()).add(rs.setting_of(cell))
@@ -143,7 +142,7 @@ def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], c
     deadline = time.time() + args.hours * 3600 if args.hours else None
     base = rs.base_config(study, out, models, r_max)
     n_val, n_test, n_seeds = study["n_validation_eval"], study["n_test_eval"], len(study["seeds"])
-    grid = _grid_cells(cells, arms)
+    grid = _grid_cells(cells)
     if args.report:
         return write_report(args, out, study, arms, cells, bounded, r_max, prereg, config_hash)
     if study.get("models_sha256"):
@@ -165,7 +164,7 @@ def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], c
         if out_of_time():
             return False
         config = rs.cell_config(arms, base, cell, out, models, temperatures=temperatures, **context)
-        path = rs.ledger_path(ledger, out, cell, split, len(samples))
+        path = rs.ledger_path(ledger, cell, split, len(samples))
         if not path.exists():
             began = time.perf_counter()
             rs.run_cell(config, _say)
@@ -180,7 +179,7 @@ def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], c
         for cell, split, context in rs.worker_share(list(items), args.worker):
             if not one(cell, split, validation if split == "validation" else test, **context):
                 return False
-        paths = [rs.ledger_path(ledger, out, c, split, n_val if split == "validation" else n_test)
+        paths = [rs.ledger_path(ledger, c, split, n_val if split == "validation" else n_test)
                  for c, split, _ in items]
         while not all(p.exists() for p in paths):
             if out_of_time():
@@ -210,7 +209,7 @@ def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], c
     if not wave([(c, "validation", {}) for c in first]):
         return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash)
     # 2. the choice per arm and of the primary; the test at the chosen settings; the r_max sweeps
-    sel = selection(ledger, out, grid, arms, bounded, n_val, n_seeds)
+    sel = selection(ledger, grid, arms, bounded, n_val, n_seeds)
     for items in (chosen_tests(sel, critical), sweeps(sel, "rmax")):
         if not wave(items):
             return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash)
@@ -220,7 +219,7 @@ def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], c
              if sel["primary"] is not None or arms[c["arm"]]["objective"] != "PRIMARY"]
     if not wave(items):
         return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash)
-    sel = selection(ledger, out, grid, arms, bounded, n_val, n_seeds)
+    sel = selection(ledger, grid, arms, bounded, n_val, n_seeds)
     for items in (chosen_tests(sel, set(arms) - critical), sweeps(sel, "mix")):
         if not wave(items):
             return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash)
@@ -241,26 +240,26 @@ def _stop(args: Any, worker0: bool, *report_args: Any) -> int:
 # =============================================================================================
 
 
-def _test_stats(ledger: Path, out: Path, cells: Sequence[dict[str, Any]], n_test: int,
+def _test_stats(ledger: Path, cells: Sequence[dict[str, Any]], n_test: int,
                 key: str = rs.ACCURACY) -> dict[str, Any]:
     values = []
     for cell in cells:
-        path = rs.ledger_path(ledger, out, cell, "test", n_test)
+        path = rs.ledger_path(ledger, cell, "test", n_test)
         if path.exists():
             values.append(json.loads(path.read_text())["accuracy"].get(key, float("nan")))
     return rs.mean_se(values)
 
 
-def collect(ledger: Path, out: Path, study: Mapping[str, Any], arms: Mapping[str, Any], cells: Sequence[dict[str, Any]],
+def collect(ledger: Path, study: Mapping[str, Any], arms: Mapping[str, Any], cells: Sequence[dict[str, Any]],
             bounded: Sequence[str]) -> dict[str, Any]:
-    grid = [c for c in cells if c["phase"] == "grid"]
+    grid = _grid_cells(cells)
     n_val, n_test, n_seeds = study["n_validation_eval"], study["n_test_eval"], len(study["seeds"])
-    sel = selection(ledger, out, grid, arms, bounded, n_val, n_seeds)
+    sel = selection(ledger, grid, arms, bounded, n_val, n_seeds)
     test, faith = {}, {}
     for arm, setting in sel["chosen"].items():
         members = [c for c in grid if c["arm"] == arm and rs.setting_of(c) == setting]
-        test[arm] = _test_stats(ledger, out, members, n_test)
-        faith[arm] = _test_stats(ledger, out, members, n_test, rs.FAITHFULNESS)
+        test[arm] = _test_stats(ledger, members, n_test)
+        faith[arm] = _test_stats(ledger, members, n_test, rs.FAITHFULNESS)
     primary_arm = sel["primary"]["arm"] if sel["primary"] else None
     rmax: dict[str, dict[float, Any]] = {}
     mix: dict[str, Any] = {}
@@ -280,13 +279,13 @@ def collect(ledger: Path, out: Path, study: Mapping[str, Any], arms: Mapping[str
         for r in points:
             members = [with_choice(c, arm, sel, grid) for c in cells
                        if c["phase"] == "rmax" and c["arm"] == label and c["r_max"] == r]
-            points[r] = _test_stats(ledger, out, members, n_test)
+            points[r] = _test_stats(ledger, members, n_test)
     for key in mix:
         members = [c for c in cells if c["phase"] == "mix" and f"{c['mix'][0]}+{c['mix'][1]}" == key]
-        mix[key] = _test_stats(ledger, out, members, n_test)
+        mix[key] = _test_stats(ledger, members, n_test)
     if "masters_paper" in test:
         mix.setdefault("4+4", test["masters_paper"])
-    done = {phase: sum(1 for c in cells if c["phase"] == phase and _finished(ledger, out, c, n_val, n_test, primary_arm, sel, grid))
+    done = {phase: sum(1 for c in cells if c["phase"] == phase and _finished(ledger, c, n_val, n_test, primary_arm, sel, grid))
             for phase in ("grid", "rmax", "mix")}
     total = {phase: sum(1 for c in cells if c["phase"] == phase) for phase in done}
     primary = test.get(primary_arm) if primary_arm else None
@@ -305,14 +304,14 @@ def collect(ledger: Path, out: Path, study: Mapping[str, Any], arms: Mapping[str
             "verdict": rs.verdict(primary, test, rmax.get("PRIMARY", {}))}
 
 
-def _finished(ledger: Path, out: Path, cell: Mapping[str, Any], n_val: int, n_test: int,
+def _finished(ledger: Path, cell: Mapping[str, Any], n_val: int, n_test: int,
               primary_arm: str | None, sel: Mapping[str, Any], grid: Sequence[dict[str, Any]]) -> bool:
     if cell["phase"] == "grid":
-        return rs.ledger_path(ledger, out, cell, "validation", n_val).exists()
+        return rs.ledger_path(ledger, cell, "validation", n_val).exists()
     arm = primary_arm if cell["arm"] == "PRIMARY" else cell["arm"]
     if arm is None or arm not in sel["chosen"]:
         return False
-    return rs.ledger_path(ledger, out, with_choice(cell, arm, sel, grid), "test", n_test).exists()
+    return rs.ledger_path(ledger, with_choice(cell, arm, sel, grid), "test", n_test).exists()
 
 
 def _fmt(stat: Mapping[str, Any] | None, digits: int = 3) -> str:
@@ -503,10 +502,12 @@ def distances(args: Any, study: Mapping[str, Any], arms: Mapping[str, Any], cell
     from masters.engine.probe import _forced, _mean_jsd, forced_levels
     from masters.files import atomic_write_json
 
+    import torch
+
     out, models = Path(args.out), Path(args.models)
     ledger = Path(args.results) / "shapes_reason_cells"
-    grid = [c for c in cells if c["phase"] == "grid"]
-    sel = selection(ledger, out, grid, arms, bounded, study["n_validation_eval"], len(study["seeds"]))
+    grid = _grid_cells(cells)
+    sel = selection(ledger, grid, arms, bounded, study["n_validation_eval"], len(study["seeds"]))
     wanted = {"naive_kd": 0.0, "fixed_mask": r_max}
     todo = {arm: [c for c in chosen_cells(grid, sel["chosen"]) if c["arm"] == arm] for arm in wanted}
     result: dict[str, Any] = {}
@@ -525,8 +526,6 @@ def distances(args: Any, study: Mapping[str, Any], arms: Mapping[str, Any], cell
                     teacher = resolve_adapter(str(models / "teacher"))
                     teacher.model.eval()
                     responses = teacher.response_ids([x.answer or "" for x in samples])
-                    import torch
-
                     with torch.no_grad():
                         t0, mask = _forced(teacher, samples, responses, vocab, 64)
                     logits = {0.0: t0}
@@ -535,8 +534,6 @@ def distances(args: Any, study: Mapping[str, Any], arms: Mapping[str, Any], cell
                         logits[float(ratio)] = tr
                 student = resolve_adapter(str(student_dir))
                 student.model.eval()
-                import torch
-
                 with torch.no_grad():
                     s_logits, _ = _forced(student, samples, responses, vocab, 64)
                 atomic_write_json(path, {"level": level, "jsd": _mean_jsd(logits[level], s_logits, mask),
@@ -557,7 +554,7 @@ def write_report(args: Any, out: Path, study: Mapping[str, Any], arms: Mapping[s
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "prereg": prereg, "config_hash": config_hash, "r_max": r_max,
               "seeds": list(study["seeds"]), "n_validation": study["n_validation_eval"], "n_test": study["n_test_eval"],
               "prepared": prepared,
-              "results": collect(results / "shapes_reason_cells", out, study, arms, cells, bounded),
+              "results": collect(results / "shapes_reason_cells", study, arms, cells, bounded),
               "references": references(args, study, r_max), "lr_grid": list(study["lr_grid"]),
               "measured": measured_seconds(results / "shapes_reason_cells"),
               "distances": distances(args, study, arms, cells, bounded, r_max),

@@ -193,7 +193,7 @@ def run_cell(config: Mapping[str, Any], say: Callable[[str], None]) -> dict[str,
     return {"seconds": time.perf_counter() - began}
 
 
-def ledger_path(ledger: Path, out: Path, cell: Mapping[str, Any], split: str, n: int) -> Path:
+def ledger_path(ledger: Path, cell: Mapping[str, Any], split: str, n: int) -> Path:
     """Where a cell's evaluation is kept: in the committed ledger, so that a study spanning sessions
     (and fresh checkouts) resumes from what earlier sessions measured."""
     return ledger / cell["arm"] / f"{cell_name(cell)}-{split}-{n}.json"

@@ -53,10 +53,7 @@ def step_diagnostics(inputs: Any, responses: Sequence[Sequence[int]], eos_ids: S
     lp = inputs.student_logprobs.detach().float()
     out: dict[str, float | None] = {}
     if inputs.teacher_divergence is not None:
-        answer = answer_mask(responses, mask.shape[1], answer_ids).to(mask.device) & mask
-        jsd = inputs.teacher_divergence.detach().float()
-        out["diag/jsd_answer"] = _masked_mean(jsd, answer)
-        out["diag/jsd_trace"] = _masked_mean(jsd, mask & ~answer)
+        out.update(_answer_trace(inputs.teacher_divergence.detach().float(), mask, responses, answer_ids, "diag/jsd"))
     if inputs.reference_logprobs is not None:
         delta = (inputs.reference_logprobs.float() - lp).masked_fill(~mask, 0.0)
         out["diag/kl_k3"] = _masked_mean(torch.exp(delta) - delta - 1.0, mask)
@@ -78,13 +75,19 @@ def step_diagnostics(inputs: Any, responses: Sequence[Sequence[int]], eos_ids: S
 
 def for_step(trainer: Any, inputs: Any, responses: Sequence[Sequence[int]]) -> dict[str, float]:
     """``step_diagnostics`` with the trainer's student (EOS ids, the ``answer :`` token ids)."""
+    eos, marker = _token_ids(trainer)
+    return step_diagnostics(inputs, responses, eos, marker)
+
+
+def _token_ids(trainer: Any) -> tuple[list[int], tuple[int, int] | None]:
+    """The student's EOS ids and its ``answer :`` token pair (None without one), read once per trainer."""
     ids = getattr(trainer, "_diagnostic_ids", None)
     if ids is None:
         vocab = trainer.student.vocab()
         marker = (vocab.get("answer"), vocab.get(":"))
         ids = (list(trainer.student.eos_token_ids), marker if None not in marker else None)
         trainer._diagnostic_ids = ids
-    return step_diagnostics(inputs, responses, ids[0], ids[1])
+    return ids
 
 
 def _answer_trace(jsd: torch.Tensor, mask: torch.Tensor, responses: Sequence[Sequence[int]],
@@ -112,8 +115,7 @@ def costly(trainer: Any, loss: Any, student_logits: torch.Tensor, samples: Seque
                 masked.set_level(level)
             jsd0 = token_jsd(t0.float().to(student_logits.device), student_logits.detach().float(), mask=mask,
                              vocab_size=trainer.vocab)
-        ids = getattr(trainer, "_diagnostic_ids", None)
-        out.update(_answer_trace(jsd0, mask, responses, ids[1] if ids else None, "diag/jsd0"))
+        out.update(_answer_trace(jsd0, mask, responses, _token_ids(trainer)[1], "diag/jsd0"))
     if trainer.accelerator.num_processes == 1:
         params = [p for p in trainer.model.parameters() if p.requires_grad]
         for name, term in loss.terms.items():

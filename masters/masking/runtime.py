@@ -317,13 +317,7 @@ class MaskedTeacher:
 
     def set_level(self, ratio: Ratio | float | str) -> None:
         """Move to a planned level, up or down; a no-op when already there."""
-        target = _as_ratio(ratio, where="set_level")
-        if target not in self.levels:
-            raise MastersError(
-                f"level {target} was not planned for this teacher",
-                where="MaskedTeacher.set_level",
-                fix=f"use one of {', '.join(str(r) for r in self.levels)} (levels are fixed when the teacher is ranked)",
-            )
+        target = planned_level(ratio, self.levels, where="MaskedTeacher.set_level")
         if target == self._level:
             return
         if self.memory == "stored":
@@ -484,6 +478,17 @@ def _assign(target: np.ndarray, index: np.ndarray, source: np.ndarray | None) ->
         target[index] = 0  # +0.0 is all-zero bits in every float format
     else:
         target[index] = source
+
+
+def planned_level(value: Any, levels: Sequence[Ratio], *, where: str) -> Ratio:
+    """``value`` as a Ratio, refused unless it is one of the teacher's planned ``levels``."""
+    target = _as_ratio(value, where="set_level")
+    if target not in levels:
+        raise MastersError(
+            f"level {target} was not planned for this teacher", where=where,
+            fix=f"use one of {', '.join(str(r) for r in levels)} (levels are fixed when the teacher is built)",
+        )
+    return target
 
 
 def _as_ratio(value: Any, *, where: str) -> Ratio:

@@ -84,7 +84,7 @@ class TemperatureMaskerSpec(MaskerSpec):
 
     The temperature-matched control of the evidence study (issue 13): a teacher made softer by
     temperature instead of by masking, each level's temperature chosen so that its mean entropy
-    equals the masked teacher's at that level (``masters.engine.probe.match_temperatures``). The
+    equals the masked teacher's at that level (``masters.engine.temperature_match.match_temperatures``). The
     weights are never touched (a forward hook on the output head), so level 0 is the teacher
     itself; a level with no temperature is refused. The scope fields do not apply.
     """

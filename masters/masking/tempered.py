@@ -77,12 +77,9 @@ class TemperedTeacher:
         return self._scale
 
     def set_level(self, ratio: Ratio | float | str) -> None:
-        from masters.masking.runtime import _as_ratio
+        from masters.masking.runtime import planned_level
 
-        target = _as_ratio(ratio, where="set_level")
-        if target not in self.levels:
-            raise MastersError(f"level {target} was not planned for this teacher", where="TemperedTeacher.set_level",
-                               fix=f"use one of {', '.join(str(r) for r in self.levels)}")
+        target = planned_level(ratio, self.levels, where="TemperedTeacher.set_level")
         self._level = target
         self._scale = self.masker.temperature(target)
 
