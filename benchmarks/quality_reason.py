@@ -131,18 +131,22 @@ def gap_spec() -> dict[str, Any]:
     return settings
 
 
-def study_hash() -> str:
-    study = {**STUDY, "gap_spec": gap_spec()}
+def config_hash(study: dict[str, Any]) -> str:
+    """The first 16 hex digits of the sha256 of the study's canonical JSON."""
     payload = json.dumps(study, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def registered_hashes() -> dict[str, str]:
+def study_hash() -> str:
+    return config_hash({**STUDY, "gap_spec": gap_spec()})
+
+
+def registered_hashes(pattern: str = f"{PREREG_STEM}*.md") -> dict[str, str]:
     """Pre-registration file -> the config hash it records (``Config hash: `...```)."""
     import re
 
     out = {}
-    for path in sorted(PREREG.glob(f"{PREREG_STEM}*.md")):
+    for path in sorted(PREREG.glob(pattern)):
         m = re.search(r"[Cc]onfig hash:\s*`([0-9a-f]{16})`", path.read_text(encoding="utf-8"))
         if m:
             out[path.name] = m.group(1)

@@ -27,6 +27,16 @@ import reason_study as rs
 TEMPERATURE_QUESTIONS = 512
 
 
+def label(args: Any) -> str:
+    """The study's name in its result files (``<label>_cells/``, ``<label>_study.md``, ``<label>_probe.json``):
+    ``shapes_reason`` for the main study, another for a replicate run by the same phases."""
+    return getattr(args, "label", None) or "shapes_reason"
+
+
+def ledger_of(args: Any) -> Path:
+    return Path(args.results) / f"{label(args)}_cells"
+
+
 def _say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
@@ -127,7 +137,7 @@ def lr_of(chosen: Mapping[str, str], grid: Sequence[dict[str, Any]], arm: str) -
 
 def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], cells: Sequence[dict[str, Any]],
               bounded: Sequence[str], priority: Callable[[dict[str, Any]], Any], r_max: float, prereg: str,
-              config_hash: str) -> int:
+              config_hash: str, extend: Callable[[Mapping[str, Any]], list[str]] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     from masters.config import validate_run_spec
@@ -137,14 +147,14 @@ def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], c
     hf_logging.set_verbosity_error()
     rs.threads()
     out, models = Path(args.out), Path(args.models)
-    ledger = Path(args.results) / "shapes_reason_cells"
+    ledger = ledger_of(args)
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + args.hours * 3600 if args.hours else None
     base = rs.base_config(study, out, models, r_max)
     n_val, n_test, n_seeds = study["n_validation_eval"], study["n_test_eval"], len(study["seeds"])
     grid = _grid_cells(cells)
     if args.report:
-        return write_report(args, out, study, arms, cells, bounded, r_max, prereg, config_hash)
+        return write_report(args, out, study, arms, cells, bounded, r_max, prereg, config_hash, extend)
     if study.get("models_sha256"):
         rs.check_models(models, study["models_sha256"])
     worker0 = args.worker.split("/")[0] == "0"
@@ -207,24 +217,24 @@ def run_study(args: Any, *, study: Mapping[str, Any], arms: Mapping[str, Any], c
     critical = {a for a in study["never_cut"] if a in arms} | {a for a, d in arms.items() if d.get("bounded")}
     first = sorted((c for c in grid if c["arm"] in critical), key=priority)
     if not wave([(c, "validation", {}) for c in first]):
-        return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash)
+        return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash, extend)
     # 2. the choice per arm and of the primary; the test at the chosen settings; the r_max sweeps
     sel = selection(ledger, grid, arms, bounded, n_val, n_seeds)
     for items in (chosen_tests(sel, critical), sweeps(sel, "rmax")):
         if not wave(items):
-            return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash)
+            return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash, extend)
     # 3. the other arms (the primary's faithfulness arm among them), their tests, the mix sweep
     rest = sorted((c for c in grid if c["arm"] not in critical), key=priority)
     items = [(c, "validation", {"primary": sel["primary"]}) for c in rest
              if sel["primary"] is not None or arms[c["arm"]]["objective"] != "PRIMARY"]
     if not wave(items):
-        return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash)
+        return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash, extend)
     sel = selection(ledger, grid, arms, bounded, n_val, n_seeds)
     for items in (chosen_tests(sel, set(arms) - critical), sweeps(sel, "mix")):
         if not wave(items):
-            return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash)
+            return _stop(args, worker0, out, study, arms, cells, bounded, r_max, prereg, config_hash, extend)
     if worker0:
-        write_report(args, out, study, arms, cells, bounded, r_max, prereg, config_hash)
+        write_report(args, out, study, arms, cells, bounded, r_max, prereg, config_hash, extend)
     return 0
 
 
@@ -283,7 +293,7 @@ def collect(ledger: Path, study: Mapping[str, Any], arms: Mapping[str, Any], cel
     for key in mix:
         members = [c for c in cells if c["phase"] == "mix" and f"{c['mix'][0]}+{c['mix'][1]}" == key]
         mix[key] = _test_stats(ledger, members, n_test)
-    if "masters_paper" in test:
+    if "masters_paper" in test and mix:
         mix.setdefault("4+4", test["masters_paper"])
     done = {phase: sum(1 for c in cells if c["phase"] == phase and _finished(ledger, c, n_val, n_test, primary_arm, sel, grid))
             for phase in ("grid", "rmax", "mix")}
@@ -336,13 +346,13 @@ def measured_seconds(ledger: Path) -> dict[str, float]:
     return {"records": n, "train_s": round(train), "evaluate_s": round(evaluate)}
 
 
-def render(report: Mapping[str, Any]) -> str:
+def render(report: Mapping[str, Any], *, title: str | None = None, command: str | None = None) -> str:
     r = report["results"]
     cost = report.get("measured") or {}
     lines = [
-        "# The shapes_reason study (issue 13)", "",
+        f"# {title or 'The shapes_reason study (issue 13)'}", "",
         f"Pre-registration `{report['prereg']}`, config hash `{report['config_hash']}`; r_max {report['r_max']} "
-        f"(probe G2). Written {report['date']} by `python benchmarks/quality_reason.py` "
+        f"(probe G2). Written {report['date']} by `{command or 'python benchmarks/quality_reason.py'}` "
         f"(`--report` rewrites it from the finished cells).", "",
         "Cells finished: " + ", ".join(f"{k} {r['done'][k]}/{r['total'][k]}" for k in r["done"]) + "."
         + (f" Measured cost: {cost['records']} evaluations; training {cost['train_s'] / 3600:.2f} CPU-h and "
@@ -466,7 +476,7 @@ def references(args: Any, study: Mapping[str, Any], r_max: float) -> dict[str, A
     base = rs.base_config(study, Path(args.out), models, r_max)
     rows, test, spec = {}, None, None
     for role in ("teacher", "mid", "student"):
-        path = Path(args.results) / "shapes_reason_cells" / "reference" / f"{role}-test-{n_test}.json"
+        path = ledger_of(args) / "reference" / f"{role}-test-{n_test}.json"
         if not path.exists():
             if not (models / role).exists():
                 continue
@@ -484,8 +494,8 @@ def references(args: Any, study: Mapping[str, Any], r_max: float) -> dict[str, A
 DISTANCE_QUESTIONS = 512
 
 
-def _probe_levels() -> list[dict[str, Any]]:
-    path = Path(__file__).resolve().parent / "results" / "shapes_reason_probe.json"
+def _probe_levels(args: Any) -> list[dict[str, Any]]:
+    path = Path(args.results) / f"{label(args)}_probe.json"
     return json.loads(path.read_text()).get("levels", []) if path.exists() else []
 
 
@@ -505,7 +515,7 @@ def distances(args: Any, study: Mapping[str, Any], arms: Mapping[str, Any], cell
     import torch
 
     out, models = Path(args.out), Path(args.models)
-    ledger = Path(args.results) / "shapes_reason_cells"
+    ledger = ledger_of(args)
     grid = _grid_cells(cells)
     sel = selection(ledger, grid, arms, bounded, study["n_validation_eval"], len(study["seeds"]))
     wanted = {"naive_kd": 0.0, "fixed_mask": r_max}
@@ -546,24 +556,32 @@ def distances(args: Any, study: Mapping[str, Any], arms: Mapping[str, Any], cell
 
 def write_report(args: Any, out: Path, study: Mapping[str, Any], arms: Mapping[str, Any],
                  cells: Sequence[dict[str, Any]], bounded: Sequence[str], r_max: float, prereg: str,
-                 config_hash: str) -> int:
+                 config_hash: str, extend: Callable[[Mapping[str, Any]], list[str]] | None = None) -> int:
+    """``<label>_study.{json,md,png}`` from the ledger; ``extend`` adds sections (lines) to the markdown."""
     from masters.files import atomic_write, atomic_write_json
 
-    prepared = json.loads((out / "prepared.json").read_text()) if (out / "prepared.json").exists() else None
     results = Path(args.results)
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "prereg": prereg, "config_hash": config_hash, "r_max": r_max,
+    name = label(args)
+    earlier = results / f"{name}_study.json"
+    if (out / "prepared.json").exists():
+        prepared = json.loads((out / "prepared.json").read_text())
+    else:  # a checkout without the work directory: keep what the report that ran the bank recorded
+        prepared = json.loads(earlier.read_text()).get("prepared") if earlier.exists() else None
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "label": name, "prereg": prereg, "config_hash": config_hash, "r_max": r_max,
               "seeds": list(study["seeds"]), "n_validation": study["n_validation_eval"], "n_test": study["n_test_eval"],
               "prepared": prepared,
-              "results": collect(results / "shapes_reason_cells", study, arms, cells, bounded),
+              "results": collect(ledger_of(args), study, arms, cells, bounded),
               "references": references(args, study, r_max), "lr_grid": list(study["lr_grid"]),
-              "measured": measured_seconds(results / "shapes_reason_cells"),
+              "measured": measured_seconds(ledger_of(args)),
               "distances": distances(args, study, arms, cells, bounded, r_max),
-              "probe_levels": _probe_levels()}
+              "probe_levels": _probe_levels(args)}
     results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(results / "shapes_reason_study.json",
+    atomic_write_json(results / f"{name}_study.json",
                       json.loads(json.dumps(report, default=str, allow_nan=True)))
-    text = render(report)
-    atomic_write(results / "shapes_reason_study.md", text)
-    plot(report, results / "shapes_reason_study.png")
+    text = render(report, title=getattr(args, "title", None), command=getattr(args, "command", None))
+    if extend is not None:
+        text += "\n" + "\n".join(extend(report)) + "\n"
+    atomic_write(results / f"{name}_study.md", text)
+    plot(report, results / f"{name}_study.png")
     print(text)
     return 0

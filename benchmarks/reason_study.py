@@ -349,8 +349,9 @@ def check_models(models: Path, expected: Mapping[str, str]) -> None:
     """The models must be the pre-registered ones, weight for weight (a settings hash cannot tell
     two builds apart when one ran under other code)."""
     problems = []
-    for role, path in model_files(models).items():
-        weights = path / "model.safetensors"
+    files = model_files(models)
+    for role in expected:
+        weights = files[role] / "model.safetensors"
         got = sha256_16(weights) if weights.exists() else "missing"
         if got != expected.get(role):
             problems.append(f"{role} ({weights}): {got}, registered {expected.get(role)}")
