@@ -1,7 +1,7 @@
 """The shapes_reason study's primary comparison rerun with a second teacher and its own bank (issue 13, item 7).
 
     python -m masters.engine.capacity --out runs/shapes-reason-t2 \\
-        --config configs/shapes-reason-teacher2.gap.yaml --roles student,teacher     # ~25 min, deterministic
+        --config benchmarks/shapes_reason_teacher2.gap.yaml --roles student,teacher     # ~25 min, deterministic
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/quality_reason_replicate.py --dry-run   # cells and CPU-hours
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/quality_reason_replicate.py [--worker 0/2]
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/quality_reason_replicate.py --worker 1/2   # beside it
@@ -10,7 +10,7 @@
 The main study (``quality_reason.py``, pre-registration ``shapes_reason-r3.md``) shares one teacher and
 one bank across its seeds, so its seed-to-seed standard errors cannot see how much the result owes to
 that teacher. This reruns the comparisons its verdict rests on with a teacher built from the same
-settings but another seed (``configs/shapes-reason-teacher2.gap.yaml``), its own probe (G1-G4, r_max
+settings but another seed (``benchmarks/shapes_reason_teacher2.gap.yaml``), its own probe (G1-G4, r_max
 by the same G2 rule), its own all-levels bank, the same student and the same task, at the settings
 the main study chose on its validation split: nothing is chosen here. The arms: SFT, naive KD, fixed
 mask, progressive KD, the paper's Masters, the primary bounded objective (asymmetric, delta 0.3),
@@ -39,7 +39,7 @@ import quality_reason as main_study  # noqa: E402
 ROOT = HERE.parent.parent
 LABEL = "shapes_reason_teacher2"
 PREREG_FILE = main_study.PREREG / f"{LABEL}.md"
-GAP_CONFIG = ROOT / "configs" / "shapes-reason-teacher2.gap.yaml"
+GAP_CONFIG = HERE.parent / "shapes_reason_teacher2.gap.yaml"
 MAIN = {"prereg": "shapes_reason-r3.md", "config_hash": "1db5389b2bf22b2f", "report": "shapes_reason_study.json"}
 
 # The main study's choices on its validation split (shapes_reason_study.json, results.selection.chosen),
