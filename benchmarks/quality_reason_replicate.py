@@ -75,8 +75,8 @@ STUDY: dict[str, Any] = {
     "never_cut": list(CHOSEN),
     "models": f"{GAP_CONFIG.relative_to(ROOT)}: GapSpec defaults, teacher seed 4; the main study's student",
     "gap_spec": "GAP_SPEC",
-    # filled in from the build before any training cell (the student is the main study's own)
-    "models_sha256": {"teacher": None, "student": "f6bbbcfc9ca594fa"},
+    # sha256 of model.safetensors, first 16 hex digits; the student is the main study's own
+    "models_sha256": {"teacher": "a75d4b02b0fca7af", "student": "f6bbbcfc9ca594fa"},
     "replication": REPLICATION,
 }
 

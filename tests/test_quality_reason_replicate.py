@@ -29,6 +29,7 @@ def replicate():
 
 def test_its_hash_is_its_own_and_changes_with_the_teachers_settings(replicate, monkeypatch):
     rep, _ = replicate
+    assert rep.check_preregistration() == "shapes_reason_teacher2.md"  # the committed file records its hash
     main = rep.main_study.study_hash()
     assert rep.study_hash() != main and main == rep.MAIN["config_hash"]  # the main study's lock is untouched
     before = rep.study_hash()
