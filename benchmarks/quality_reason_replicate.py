@@ -78,6 +78,11 @@ STUDY: dict[str, Any] = {
     # sha256 of model.safetensors, first 16 hex digits; the student is the main study's own
     "models_sha256": {"teacher": "a75d4b02b0fca7af", "student": "f6bbbcfc9ca594fa"},
     "replication": REPLICATION,
+    # r2 (shapes_reason_teacher2-r2.md): teacher 2's G2 ratios jump over [0.3, 0.5] between the grid's 0.40
+    # (0.247) and 0.45 (0.572), and a staircase with step 0.05 needs r_max on that grid. The replicate then
+    # runs at the main study's r_max, the grid level nearest the band, with G2's failure reported beside
+    # every result: the verdict cannot be "supported" on a failed gate.
+    "r_max_if_only_g2_fails": 0.4,
 }
 
 
@@ -96,12 +101,13 @@ def study_hash() -> str:
 
 def check_preregistration() -> str:
     current = study_hash()
-    found = main_study.registered_hashes(PREREG_FILE.name)
-    if current not in found.values():
-        raise SystemExit(f"error: the replicate's config hash is {current}; {PREREG_FILE} records "
-                         f"{found.get(PREREG_FILE.name, 'none')}.\n  fix: restore the registered STUDY, or register the "
-                         f"change in a revision beside it ({LABEL}-r2.md), never instead of it")
-    return PREREG_FILE.name
+    found = main_study.registered_hashes(f"{LABEL}*.md")
+    for name, value in found.items():
+        if value == current:
+            return name
+    raise SystemExit(f"error: the replicate's config hash is {current}, which no pre-registration records ({found}).\n"
+                     f"  fix: restore the registered STUDY, or register the change in a revision beside the others "
+                     f"({LABEL}-r<k>.md), never instead of them")
 
 
 def cells() -> list[dict[str, Any]]:
@@ -170,6 +176,12 @@ def probe(args: argparse.Namespace, worker0: bool) -> dict[str, Any]:
 
 
 def probe_r_max(record: dict[str, Any]) -> float:
+    """This teacher's r_max: G2's when every gate passes; r2's fixed level when G2 alone fails."""
+    fallback = STUDY.get("r_max_if_only_g2_fails")
+    if record.get("failed") == ["G2"] and fallback is not None:
+        print(f"G2 failed on this teacher; r_max {fallback} as registered in r2 (the result is reported as such)",
+              flush=True)
+        return float(fallback)
     if record.get("failed"):
         gates = {g["name"]: g for g in record["gates"]}
         detail = "; ".join(f"{n}: {gates[n]['value']} (wanted {gates[n]['threshold']}; fix: {gates[n]['fix']})"
@@ -217,8 +229,15 @@ def beside_main(report: dict[str, Any]) -> list[str]:
             again = "-" if held is not True else ("not measured yet" if now is None else ("yes" if now else "no"))
             lines.append(f"| {kind}: {key} | {held} | {'not measured yet' if now is None else now} | {again} |")
     a, b = t1["verdict"]["outcome"], t2["verdict"]["outcome"]
+    failed = json.loads(probe_path.read_text()).get("failed") if probe_path.exists() else None
+    if failed and b == "supported":
+        b = f"inconclusive (the criteria hold, but gate {', '.join(failed)} failed)"
     same = "not yet known" if b == "incomplete" else ("replicates" if a == b else "does not replicate")
     lines += ["", f"**Outcome: teacher 1 {a}, teacher 2 {b}; the main study's outcome {same}.**"]
+    if failed:
+        lines += ["", f"Gate {', '.join(failed)} failed on teacher 2; under r2 the cells ran at r_max "
+                  f"{STUDY.get('r_max_if_only_g2_fails')}, the main study's. The mechanism cannot be supported on "
+                  "this teacher; the comparisons still show how much the main study's owe to its teacher."]
     return lines
 
 

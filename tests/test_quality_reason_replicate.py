@@ -29,7 +29,7 @@ def replicate():
 
 def test_its_hash_is_its_own_and_changes_with_the_teachers_settings(replicate, monkeypatch):
     rep, _ = replicate
-    assert rep.check_preregistration() == "shapes_reason_teacher2.md"  # the committed file records its hash
+    assert rep.check_preregistration() == "shapes_reason_teacher2-r2.md"  # the committed revision records its hash
     main = rep.main_study.study_hash()
     assert rep.study_hash() != main and main == rep.MAIN["config_hash"]  # the main study's lock is untouched
     before = rep.study_hash()
@@ -60,13 +60,17 @@ def test_the_cells_are_the_main_studys_choices_and_valid_runs(replicate, tmp_pat
     assert set(rep.STUDY["never_cut"]) == set(rep.CHOSEN)
 
 
-def test_a_failed_gate_runs_no_cell(replicate):
+def test_a_failed_gate_runs_no_cell_except_g2_alone_under_r2(replicate, monkeypatch):
     rep, _ = replicate
-    record = {"failed": ["G2"], "r_max": None,
-              "gates": [{"name": "G2", "value": 0.01, "threshold": "in [0.3, 0.5]", "fix": "raise r_max"}]}
-    with pytest.raises(SystemExit, match="G2: 0.01 .*raise r_max"):
-        rep.probe_r_max(record)
+    gates = [{"name": "G1", "value": 0.1, "threshold": ">= 0.15", "fix": "shrink the student"},
+             {"name": "G2", "value": 0.01, "threshold": "in [0.3, 0.5]", "fix": "raise r_max"}]
+    with pytest.raises(SystemExit, match="G1: 0.1 .*shrink the student"):
+        rep.probe_r_max({"failed": ["G1", "G2"], "r_max": None, "gates": gates})
+    assert rep.probe_r_max({"failed": ["G2"], "r_max": None, "gates": gates}) == 0.4  # r2's registered level
     assert rep.probe_r_max({"failed": [], "r_max": 0.35}) == 0.35
+    monkeypatch.delitem(rep.STUDY, "r_max_if_only_g2_fails")  # the first registration: G2 alone stops it too
+    with pytest.raises(SystemExit, match="G2: 0.01 .*raise r_max"):
+        rep.probe_r_max({"failed": ["G2"], "r_max": None, "gates": gates})
 
 
 def test_each_criterion_is_reported_with_both_teachers(replicate, tmp_path):
@@ -81,3 +85,7 @@ def test_each_criterion_is_reported_with_both_teachers(replicate, tmp_path):
     assert "| support: primary > sft | True | True | yes |" in text
     assert "| support: primary > progressive_kd | False | True | - |" in text  # held only with teacher 2
     assert "teacher 1 inconclusive, teacher 2 incomplete; the main study's outcome not yet known" in text
+    supported = {**verdict, "outcome": "supported"}
+    (tmp_path / f"{rep.LABEL}_probe.json").write_text(json.dumps({"failed": ["G2"], "gates": []}))
+    text = "\n".join(rep.beside_main({**report, "results": {"test": test, "verdict": supported}}))
+    assert "teacher 2 inconclusive (the criteria hold, but gate G2 failed)" in text  # never "supported" on a failed gate
