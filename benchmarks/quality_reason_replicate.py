@@ -275,8 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         rs.check_models(Path(args.models), STUDY["models_sha256"])
         rs.threads()
         record = probe(args, worker0)
+    r_max = probe_r_max(record)
+    if record.get("failed"):
+        args.r_max_source = f"not G2's: gate {', '.join(record['failed'])} failed; r2's fixed level"
     return run_study(args, study=STUDY, arms=ARMS, cells=cells(), bounded=BOUNDED, priority=priority,
-                     r_max=probe_r_max(record), prereg=name, config_hash=study_hash(),
+                     r_max=r_max, prereg=name, config_hash=study_hash(),
                      extend=lambda report: beside_main({**report, "results_dir": args.results}))
 
 

@@ -352,7 +352,7 @@ def render(report: Mapping[str, Any], *, title: str | None = None, command: str 
     lines = [
         f"# {title or 'The shapes_reason study (issue 13)'}", "",
         f"Pre-registration `{report['prereg']}`, config hash `{report['config_hash']}`; r_max {report['r_max']} "
-        f"(probe G2). Written {report['date']} by `{command or 'python benchmarks/quality_reason.py'}` "
+        f"({report.get('r_max_source') or 'probe G2'}). Written {report['date']} by `{command or 'python benchmarks/quality_reason.py'}` "
         f"(`--report` rewrites it from the finished cells).", "",
         "Cells finished: " + ", ".join(f"{k} {r['done'][k]}/{r['total'][k]}" for k in r["done"]) + "."
         + (f" Measured cost: {cost['records']} evaluations; training {cost['train_s'] / 3600:.2f} CPU-h and "
@@ -568,6 +568,7 @@ def write_report(args: Any, out: Path, study: Mapping[str, Any], arms: Mapping[s
     else:  # a checkout without the work directory: keep what the report that ran the bank recorded
         prepared = json.loads(earlier.read_text()).get("prepared") if earlier.exists() else None
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "label": name, "prereg": prereg, "config_hash": config_hash, "r_max": r_max,
+              "r_max_source": getattr(args, "r_max_source", None),
               "seeds": list(study["seeds"]), "n_validation": study["n_validation_eval"], "n_test": study["n_test_eval"],
               "prepared": prepared,
               "results": collect(ledger_of(args), study, arms, cells, bounded),
