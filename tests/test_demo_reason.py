@@ -24,3 +24,18 @@ def test_shapes_demo_options_are_refused_with_the_reasoning_task(capsys):
     assert main(["demo", "--task", "shapes_reason", "--config", "configs/demo.yaml"]) == 2
     err = capsys.readouterr().err
     assert "--config and --cache belong to the shapes demo" in err and "fix" in err
+
+def test_the_demo_keeps_the_testbed_configs_method_settings(tmp_path):
+    """The installed package cannot read configs/, so the demo carries its own copy of
+    configs/shapes-reason.yaml's settings; this keeps the two from drifting apart (the demo's own
+    choices, its split sizes and learning rate, are left out)."""
+    from masters.config import load_run_spec
+
+    shipped = load_run_spec(Path(__file__).resolve().parents[1] / "configs" / "shapes-reason.yaml")
+    models = {"teacher": tmp_path / "teacher", "student": tmp_path / "student"}
+    demo = validate_run_spec(run_config(tmp_path, models, "masters", float(shipped.schedule.r_max)))
+    for field in ("masker", "schedule", "rewards", "objective", "generation"):
+        assert getattr(demo, field) == getattr(shipped, field), field
+    for field in ("n_teacher", "n_student", "questions_per_step"):
+        assert getattr(demo.training, field) == getattr(shipped.training, field), field
+    assert demo.task.name == shipped.task.name and demo.task.seed == shipped.task.seed
