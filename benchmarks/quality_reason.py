@@ -122,11 +122,12 @@ COSTS = {"step_teacher": 0.30, "step_sft": 0.08, "decode_student_per_1000": 15.0
          "bank_row": 0.06}
 
 
-def gap_spec() -> dict[str, Any]:
-    """The capacity models' settings (GapSpec defaults), where they are cached left out."""
+def gap_spec(config: Path | None = None) -> dict[str, Any]:
+    """The capacity models' settings (GapSpec defaults, or a YAML GapSpec), where they are cached left out."""
+    from masters.config import read_config
     from masters.engine.capacity import GapSpec
 
-    settings = GapSpec().model_dump(mode="json")
+    settings = GapSpec.model_validate(read_config(config) if config else {}).model_dump(mode="json")
     settings.pop("cache_dir")
     return settings
 

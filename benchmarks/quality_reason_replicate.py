@@ -86,17 +86,8 @@ STUDY: dict[str, Any] = {
 }
 
 
-def gap_spec() -> dict[str, Any]:
-    from masters.config import read_config
-    from masters.engine.capacity import GapSpec
-
-    settings = GapSpec.model_validate(read_config(GAP_CONFIG)).model_dump(mode="json")
-    settings.pop("cache_dir")
-    return settings
-
-
 def study_hash() -> str:
-    return main_study.config_hash({**STUDY, "gap_spec": gap_spec()})
+    return main_study.config_hash({**STUDY, "gap_spec": main_study.gap_spec(GAP_CONFIG)})
 
 
 def check_preregistration() -> str:
@@ -156,8 +147,10 @@ def probe(args: argparse.Namespace, worker0: bool) -> dict[str, Any]:
 
     path = Path(args.results) / f"{LABEL}_probe.json"
     teacher_sha = STUDY["models_sha256"]["teacher"]
-    if path.exists() and json.loads(path.read_text()).get("teacher_sha256") == teacher_sha:
-        return json.loads(path.read_text())
+    if path.exists():
+        record = json.loads(path.read_text())
+        if record.get("teacher_sha256") == teacher_sha:
+            return record
     if not worker0:
         wait_for(path, print)
         return json.loads(path.read_text())
@@ -195,20 +188,19 @@ def probe_r_max(record: dict[str, Any]) -> float:
 # =============================================================================================
 
 
-def beside_main(report: dict[str, Any]) -> list[str]:
-    """The replicate's sections after the runner's: its gates, and each arm and criterion with both teachers."""
+def beside_main(report: dict[str, Any], results: Path) -> list[str]:
+    """The replicate's sections after the runner's: its gates, and each arm and criterion with both teachers
+    (this teacher's probe and the main study's report read from ``results``)."""
     from reason_runner import _fmt
 
-    results = Path(report.get("results_dir") or main_study.HERE.parent / "results")
     lines = ["## This teacher's gates (the probe, train and validation splits only)", "",
              "| gate | value | wanted | result | detail |", "|---|---|---|---|---|"]
     probe_path = results / f"{LABEL}_probe.json"
-    if probe_path.exists():
-        record = json.loads(probe_path.read_text())
-        for g in record["gates"]:
-            value = "n/a" if g["value"] is None else f"{g['value']:.3f}"
-            lines.append(f"| {g['name']} {g['title']} | {value} | {g['threshold']} | "
-                         f"{'pass' if g['passed'] else 'FAIL'} | {g['detail']} |")
+    record = json.loads(probe_path.read_text()) if probe_path.exists() else {"gates": []}
+    for g in record["gates"]:
+        value = "n/a" if g["value"] is None else f"{g['value']:.3f}"
+        lines.append(f"| {g['name']} {g['title']} | {value} | {g['threshold']} | "
+                     f"{'pass' if g['passed'] else 'FAIL'} | {g['detail']} |")
     main_path = results / MAIN["report"]
     if not main_path.exists():
         return lines
@@ -229,7 +221,7 @@ def beside_main(report: dict[str, Any]) -> list[str]:
             again = "-" if held is not True else ("not measured yet" if now is None else ("yes" if now else "no"))
             lines.append(f"| {kind}: {key} | {held} | {'not measured yet' if now is None else now} | {again} |")
     a, b = t1["verdict"]["outcome"], t2["verdict"]["outcome"]
-    failed = json.loads(probe_path.read_text()).get("failed") if probe_path.exists() else None
+    failed = record.get("failed")
     if failed and b == "supported":
         b = f"inconclusive (the criteria hold, but gate {', '.join(failed)} failed)"
     same = "not yet known" if b == "incomplete" else ("replicates" if a == b else "does not replicate")
@@ -280,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         args.r_max_source = f"not G2's: gate {', '.join(record['failed'])} failed; r2's fixed level"
     return run_study(args, study=STUDY, arms=ARMS, cells=cells(), bounded=BOUNDED, priority=priority,
                      r_max=r_max, prereg=name, config_hash=study_hash(),
-                     extend=lambda report: beside_main({**report, "results_dir": args.results}))
+                     extend=lambda report: beside_main(report, Path(args.results)))
 
 
 if __name__ == "__main__":

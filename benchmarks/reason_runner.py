@@ -346,13 +346,13 @@ def measured_seconds(ledger: Path) -> dict[str, float]:
     return {"records": n, "train_s": round(train), "evaluate_s": round(evaluate)}
 
 
-def render(report: Mapping[str, Any], *, title: str | None = None, command: str | None = None) -> str:
+def render(report: Mapping[str, Any]) -> str:
     r = report["results"]
     cost = report.get("measured") or {}
     lines = [
-        f"# {title or 'The shapes_reason study (issue 13)'}", "",
+        f"# {report.get('title') or 'The shapes_reason study (issue 13)'}", "",
         f"Pre-registration `{report['prereg']}`, config hash `{report['config_hash']}`; r_max {report['r_max']} "
-        f"({report.get('r_max_source') or 'probe G2'}). Written {report['date']} by `{command or 'python benchmarks/quality_reason.py'}` "
+        f"({report.get('r_max_source') or 'probe G2'}). Written {report['date']} by `{report.get('command') or 'python benchmarks/quality_reason.py'}` "
         f"(`--report` rewrites it from the finished cells).", "",
         "Cells finished: " + ", ".join(f"{k} {r['done'][k]}/{r['total'][k]}" for k in r["done"]) + "."
         + (f" Measured cost: {cost['records']} evaluations; training {cost['train_s'] / 3600:.2f} CPU-h and "
@@ -560,7 +560,7 @@ def write_report(args: Any, out: Path, study: Mapping[str, Any], arms: Mapping[s
     """``<label>_study.{json,md,png}`` from the ledger; ``extend`` adds sections (lines) to the markdown."""
     from masters.files import atomic_write, atomic_write_json
 
-    results = Path(args.results)
+    results, ledger = Path(args.results), ledger_of(args)
     name = label(args)
     earlier = results / f"{name}_study.json"
     if (out / "prepared.json").exists():
@@ -568,18 +568,19 @@ def write_report(args: Any, out: Path, study: Mapping[str, Any], arms: Mapping[s
     else:  # a checkout without the work directory: keep what the report that ran the bank recorded
         prepared = json.loads(earlier.read_text()).get("prepared") if earlier.exists() else None
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "label": name, "prereg": prereg, "config_hash": config_hash, "r_max": r_max,
-              "r_max_source": getattr(args, "r_max_source", None),
+              # how a replicate names itself and its r_max (main's main() sets none of them)
+              **{key: getattr(args, key, None) for key in ("title", "command", "r_max_source")},
               "seeds": list(study["seeds"]), "n_validation": study["n_validation_eval"], "n_test": study["n_test_eval"],
               "prepared": prepared,
-              "results": collect(ledger_of(args), study, arms, cells, bounded),
+              "results": collect(ledger, study, arms, cells, bounded),
               "references": references(args, study, r_max), "lr_grid": list(study["lr_grid"]),
-              "measured": measured_seconds(ledger_of(args)),
+              "measured": measured_seconds(ledger),
               "distances": distances(args, study, arms, cells, bounded, r_max),
               "probe_levels": _probe_levels(args)}
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(results / f"{name}_study.json",
                       json.loads(json.dumps(report, default=str, allow_nan=True)))
-    text = render(report, title=getattr(args, "title", None), command=getattr(args, "command", None))
+    text = render(report)
     if extend is not None:
         text += "\n" + "\n".join(extend(report)) + "\n"
     atomic_write(results / f"{name}_study.md", text)

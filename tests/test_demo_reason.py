@@ -25,6 +25,7 @@ def test_shapes_demo_options_are_refused_with_the_reasoning_task(capsys):
     err = capsys.readouterr().err
     assert "--config and --cache belong to the shapes demo" in err and "fix" in err
 
+
 def test_the_demo_keeps_the_testbed_configs_method_settings(tmp_path):
     """The installed package cannot read configs/, so the demo carries its own copy of
     configs/shapes-reason.yaml's settings; this keeps the two from drifting apart (the demo's own

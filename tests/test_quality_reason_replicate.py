@@ -80,12 +80,12 @@ def test_each_criterion_is_reported_with_both_teachers(replicate, tmp_path):
     hi, lo = rs.mean_se([0.6, 0.61, 0.62]), rs.mean_se([0.40, 0.41, 0.42])
     test = {arm: lo for arm in rep.CHOSEN} | {"masters_asymmetric": hi}
     verdict = rs.verdict(hi, test, {})
-    report = {"results": {"test": test, "verdict": verdict}, "references": {}, "results_dir": str(tmp_path)}
-    text = "\n".join(rep.beside_main(report))
+    report = {"results": {"test": test, "verdict": verdict}, "references": {}}
+    text = "\n".join(rep.beside_main(report, tmp_path))
     assert "| support: primary > sft | True | True | yes |" in text
     assert "| support: primary > progressive_kd | False | True | - |" in text  # held only with teacher 2
     assert "teacher 1 inconclusive, teacher 2 incomplete; the main study's outcome not yet known" in text
     supported = {**verdict, "outcome": "supported"}
     (tmp_path / f"{rep.LABEL}_probe.json").write_text(json.dumps({"failed": ["G2"], "gates": []}))
-    text = "\n".join(rep.beside_main({**report, "results": {"test": test, "verdict": supported}}))
+    text = "\n".join(rep.beside_main({**report, "results": {"test": test, "verdict": supported}}, tmp_path))
     assert "teacher 2 inconclusive (the criteria hold, but gate G2 failed)" in text  # never "supported" on a failed gate
