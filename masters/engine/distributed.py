@@ -34,6 +34,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -104,6 +105,28 @@ def _fsdp_on_cpu(init_kwargs: dict[str, Any]) -> None:
         state.distributed_type = DistributedType.MULTI_GPU
 
 
+def _import_deepspeed_only_when_used() -> None:
+    """accelerate's ``extract_model_from_parallel`` (``prepare`` under FSDP2, ``unwrap_model``,
+    ``save_state``) imports deepspeed whenever it is installed, only to test whether the model is a
+    ``DeepSpeedEngine``: about 120 MiB of resident memory per rank (measured by
+    benchmarks/distributed.py's memory log) in runs that never use it. No such engine can exist
+    before deepspeed is imported, so the test asks whether it is imported instead; a DeepSpeed run
+    imports it before it builds an engine, and unwraps as before."""
+    import sys
+
+    import accelerate.utils.other as other
+
+    if getattr(other.is_deepspeed_available, "masters", False):
+        return
+    installed = other.is_deepspeed_available
+
+    def imported_deepspeed() -> bool:
+        return "deepspeed" in sys.modules and installed()
+
+    imported_deepspeed.masters = True  # type: ignore[attr-defined]
+    other.is_deepspeed_available = imported_deepspeed
+
+
 def _launch_settings() -> tuple[Any, bool]:
     """The process-group kwargs and accelerate's ``cpu`` flag for what ``accelerate launch`` asked
     for (the launcher guard, gloo on CPU, the timeout, FSDP's CPU workaround): the same for an
@@ -116,6 +139,7 @@ def _launch_settings() -> tuple[Any, bool]:
                            where="environment", fix="launch with `accelerate launch --config_file "
                            "configs/accelerate/<engine>.yaml ...`, or unset WORLD_SIZE for one process")
     engine = requested_engine()
+    _import_deepspeed_only_when_used()
     if engine == "deepspeed":
         _use_prebuilt_ops()
     cpu_only = not _has_accelerator_device()
@@ -437,20 +461,79 @@ def release_memory() -> None:
 MEMORY_LOG_ENV = "MASTERS_MEMORY_LOG"
 
 
-def log_memory(accelerator: Any, phase: str) -> None:
+def log_memory(accelerator: Any, phase: str, *, model: Any = None, optimizer: Any = None) -> None:
     """With ``MASTERS_MEMORY_LOG=<file>`` set, append this rank's current and peak RSS after
-    ``phase`` (one JSON line per rank and phase; benchmarks/distributed.py reads them)."""
+    ``phase`` (one JSON line per rank and phase; benchmarks/distributed.py reads them), split into
+    anonymous and file-backed pages, with the bytes of the tensors Python can reach: all of them
+    (each storage once) and, given the model and optimizer, its parameters, gradients and state."""
     path = os.environ.get(MEMORY_LOG_ENV)
     if not path:
         return
     import json
     import resource
+    import sys
 
     import psutil
 
     rss = psutil.Process().memory_info().rss
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    line = json.dumps({"rank": getattr(accelerator, "process_index", 0), "phase": phase,
-                       "rss_mib": round(rss / 2**20, 1), "peak_mib": round(peak / 2**20, 1)})
+    entry = {"rank": getattr(accelerator, "process_index", 0), "phase": phase,
+             "rss_mib": round(rss / 2**20, 1), "peak_mib": round(peak / 2**20, 1),
+             "deepspeed_imported": "deepspeed" in sys.modules,
+             **_rss_kinds(), **_tensor_bytes(model, optimizer)}
     with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+        f.write(json.dumps(entry) + "\n")
+
+
+def _rss_kinds() -> dict[str, float]:
+    """Anonymous (heap, tensors) and file-backed (libraries, mapped weights) resident MiB."""
+    kinds = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("RssAnon", "RssFile"):
+                kinds[f"{name[3:].lower()}_mib"] = round(int(value.split()[0]) / 1024, 1)
+    except OSError:  # not Linux
+        pass
+    return kinds
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple[int, int] | None:
+    # FSDP2 parameters are DTensors (their shard is the local tensor); ZeRO-3's are empty, with
+    # their partition beside them
+    local = getattr(tensor, "ds_tensor", None)
+    local = local if local is not None else getattr(tensor, "_local_tensor", tensor)
+    try:
+        storage = local.untyped_storage()
+        return storage.data_ptr(), storage.nbytes()
+    except (RuntimeError, NotImplementedError):  # meta, sparse, or wrapper subclasses
+        return None
+
+
+def _tensor_bytes(model: Any, optimizer: Any) -> dict[str, float]:
+    """MiB of the storages behind every tensor the garbage collector tracks (each counted once),
+    and of the model's parameters, gradients and the optimizer's state."""
+    import gc
+    import warnings
+
+    def mib(keys: set) -> float:
+        return round(sum(n for _, n in keys) / 2**20, 1)
+
+    every = set()
+    with warnings.catch_warnings():  # (isinstance on some deprecated torch objects warns)
+        warnings.simplefilter("ignore")
+        for obj in gc.get_objects():
+            try:
+                if isinstance(obj, torch.Tensor) and (key := _storage_key(obj)) is not None:
+                    every.add(key)
+            except ReferenceError:  # a dead weak proxy
+                continue
+    out = {"tensors_mib": mib(every)}
+    if model is not None:
+        params = list(model.parameters())
+        out["params_mib"] = mib({k for p in params if (k := _storage_key(p)) is not None})
+        out["grads_mib"] = mib({k for p in params if p.grad is not None and (k := _storage_key(p.grad)) is not None})
+    if optimizer is not None:
+        state = [v for s in getattr(optimizer, "state", {}).values() for v in s.values() if isinstance(v, torch.Tensor)]
+        out["optimizer_mib"] = mib({k for v in state if (k := _storage_key(v)) is not None})
+    return out

@@ -165,7 +165,7 @@ class Trainer:
         _seed_everything(derived_seed("student-init", spec.seed))
         with whole_models(self.accelerator):  # never partitioned at load (ZeRO-3's zero.Init)
             self.student = resolve_adapter(spec.student, device=self.accelerator.device)
-        log_memory(self.accelerator, "student loaded")
+        log_memory(self.accelerator, "student loaded", model=self.student.model)
         if not self.uses_teacher:
             self.vocab = len(self.student.vocab())
         model = self.student.model
@@ -178,7 +178,7 @@ class Trainer:
         # The reference pass runs on the initial student before it is wrapped or sharded, every rank
         # its share in lock step (a forward through DDP or FSDP on one rank alone would wait forever).
         self.reference = self._reference(model) if self.needs.wants("reference_logprobs") else None
-        log_memory(self.accelerator, "reference pass")
+        log_memory(self.accelerator, "reference pass", model=model)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.t.learning_rate, weight_decay=self.t.weight_decay)
@@ -186,7 +186,7 @@ class Trainer:
         fit_to_model(self.accelerator, model)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         release_memory()  # the unsharded tensors FSDP / ZeRO-3 replaced
-        log_memory(self.accelerator, "prepared")
+        log_memory(self.accelerator, "prepared", model=self.model, optimizer=self.optimizer)
         self.student.model = model  # the plain model: config, parameters, saving
         self.student.forward_module = self.model  # the wrapped one: forward passes sync gradients
         _seed_everything(derived_seed("train", spec.seed, self.accelerator.process_index))  # dropout
@@ -321,7 +321,7 @@ class Trainer:
                 task = live.add_task("train", total=total, completed=start) if live else None
                 for step in self.plan[start:]:
                     last_metrics = self._optimizer_step(step)
-                    log_memory(self.accelerator, f"step {step.step + 1}")
+                    log_memory(self.accelerator, f"step {step.step + 1}", model=self.model, optimizer=self.optimizer)
                     if self.accelerator.is_main_process:
                         append_line(metrics_path, json.dumps(last_metrics))
                     self._log_trackers(last_metrics)
@@ -329,7 +329,7 @@ class Trainer:
                     if done % self.t.checkpoint_every == 0 or done == total:
                         self._checkpoint(ckpt_dir, done)
                         release_memory()  # the gathered state dicts
-                        log_memory(self.accelerator, f"checkpoint {done}")
+                        log_memory(self.accelerator, f"checkpoint {done}", model=self.model, optimizer=self.optimizer)
                     kill_point("train", done)
                     if live:
                         live.update(task, advance=1, description=f"train (level {step.level}, "
@@ -344,7 +344,7 @@ class Trainer:
             self.optimizer.state.clear()
             release_memory()
         self._save_student(student_dir)  # every rank: a sharded student is gathered first
-        log_memory(self.accelerator, "student saved")
+        log_memory(self.accelerator, "student saved", model=self.model, optimizer=self.optimizer)
         barrier(self.accelerator)
         self._release_teacher()
         return TrainResult(total, student_dir, metrics_path, time.perf_counter() - started, start, last_metrics)
@@ -427,6 +427,7 @@ class Trainer:
                     terms, metrics = self._micro_batch(step, step.question_ids[:1])
                     metrics = {}
                 self.accelerator.backward(terms.total * weight)
+                log_memory(self.accelerator, f"backward {step.step + 1}", model=self.model, optimizer=self.optimizer)
                 if self.accelerator.sync_gradients:
                     if self.t.max_grad_norm is not None or is_deepspeed(self.accelerator):
                         # DeepSpeed clips inside its step (configured from training.max_grad_norm)

@@ -66,7 +66,9 @@ def main(job_path: str) -> int:
         if PartialState().is_main_process:
             report[run["name"]] = {"resumed_from": result.resumed_from, "steps": result.steps,
                                    "attempts": attempts, "seconds": round(time.perf_counter() - began, 2),
-                                   "engine": run.get("engine")}
+                                   "engine": run.get("engine"),
+                                   # (the runs before this one in the launch count too: the main run is first)
+                                   "deepspeed_imported": "deepspeed" in sys.modules}
     if PartialState().is_main_process:
         Path(job["report"]).write_text(json.dumps(report, indent=2) + "\n")
     PartialState().wait_for_everyone()

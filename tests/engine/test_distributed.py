@@ -164,6 +164,8 @@ def test_two_processes_killed_and_resumed_equal_one_process(tiny_pair, scored_ba
     report = launch(CONFIGS / CONFIG_OF[engine], runs, tmp_path)
 
     assert report["main"]["resumed_from"] == resumed_from and report["main"]["steps"] == steps, report
+    # an engine that is not DeepSpeed never imports it (accelerate's unwrapping would: ~120 MiB a rank)
+    assert report["main"]["deepspeed_imported"] == engine.startswith("zero"), report["main"]
     assert metrics_steps(tmp_path / "main") == list(range(steps))  # nothing lost, nothing duplicated
     got = load_file(str(tmp_path / "main" / "student" / "model.safetensors"))
     expected = references.get(f"main-{engine}" if two else "main", **one)
