@@ -338,9 +338,10 @@ class Trainer:
             self._end_trackers()  # flushed and closed, however training ends
         self._check_replicas_in_sync()
         student_dir = self.out / "student"
-        if shards_parameters(self.accelerator) and not is_deepspeed(self.accelerator):
-            # FSDP: training is over (the last checkpoint holds the optimizer state); drop it so the
-            # main process has room for the gathered student
+        if shards_parameters(self.accelerator):
+            # FSDP and ZeRO-3: training is over (the last checkpoint holds the optimizer state);
+            # drop Adam's moments so the main process has room for the gathered student (ZeRO-3's
+            # optimizer presents its inner optimizer's state as its own)
             self.optimizer.state.clear()
             release_memory()
         self._save_student(student_dir)  # every rank: a sharded student is gathered first

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import types
 
+import pytest
 import torch
 
 from masters.engine.distributed import MEMORY_LOG_ENV, log_memory
@@ -85,3 +86,27 @@ def test_a_deepspeed_engine_is_still_recognised_once_deepspeed_is_imported(monke
     stand_in.__spec__ = spec
     monkeypatch.setitem(sys.modules, "deepspeed", real or stand_in)
     assert check() is True
+
+
+LOAD = """
+import sys, torch
+from masters.engine.checkpoint import load_torch
+plain = load_torch(sys.argv[1])
+assert torch.equal(plain["x"], torch.arange(3)) and "deepspeed" not in sys.modules
+scaler = load_torch(sys.argv[2])  # names DeepSpeed's LossScaler: imported for this file only
+print(type(scaler["scaler"]).__name__, "deepspeed" in sys.modules)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed not installed (a test extra)")
+def test_checkpoints_load_without_deepspeed_unless_a_file_names_it(tmp_path):
+    torch.save({"x": torch.arange(3)}, tmp_path / "plain.pt")
+    made = subprocess.run([sys.executable, "-c", "import sys, torch\n"
+                           "from deepspeed.runtime.fp16.loss_scaler import LossScaler\n"
+                           "torch.save({'scaler': LossScaler(1.0)}, sys.argv[1])", str(tmp_path / "ds.pt")],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-c", LOAD, str(tmp_path / "plain.pt"), str(tmp_path / "ds.pt")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["LossScaler", "True"]
