@@ -463,9 +463,21 @@ def notes(result: dict) -> list[str]:
                      f"{high(zero3, step):.0f} MiB (accelerate's DeepSpeed backward also steps the optimizer): "
                      f"+{high(zero3, step) - after(zero3, step):.0f} over what a step leaves; the peak, "
                      f"{zero3['peak_rss_per_rank_mib']:.0f} MiB, is reached in "
-                     f"{' / '.join(map(str, zero3['peak_reached_in_phase']))} (the final save gathers the whole "
-                     "student onto rank 0, after Adam's moments are dropped). Even with no transient, ZeRO-3 in fp32 "
+                     f"{' / '.join(map(str, zero3['peak_reached_in_phase']))}"
+                     + (" (the final save gathers the whole student onto rank 0, after Adam's moments are dropped)"
+                        if "student saved" in zero3["peak_reached_in_phase"] else
+                        " (the final save, which gathers the whole student onto rank 0, stays below it: Adam's "
+                        "moments are dropped first)")
+                     + ". Even with no transient, ZeRO-3 in fp32 "
                      f"at 2 ranks would be {after(zero3, step) / ddp['peak_rss_per_rank_mib']:.2f}x DDP's peak.")
+    def own_high(r: dict) -> float:  # each rank's own high-water mark, the largest of the ranks
+        return max(high(r, p) for p in r["high_water_after_phase_mib"])
+
+    missed = max(own_high(r) - r["peak_rss_per_rank_mib"] for r in ok if r.get("high_water_after_phase_mib"))
+    lines.append(f"- **Sampling.** The parent samples RSS every 50 ms; each rank's own high-water mark (`ru_maxrss`, "
+                 f"exact) is at most {missed:.0f} MiB above the sampled peak in any row. From `ru_maxrss` the target's "
+                 "ratios are " + ", ".join(f"{e} {own_high(r) / own_high(ddp):.3f}x" for e, r in main.items()
+                                           if r and e != "ddp") + ".")
     control = {a: {e: find(e, allocator=a) for e in ENGINES} for a in ("fixed-1mib", "glibc-default")}
     if all(control["fixed-1mib"].values()):
         lines.append(f"- **Allocator, 1 MiB threshold** (what this benchmark used before): {peaks(control['fixed-1mib'])}. "
