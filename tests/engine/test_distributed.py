@@ -34,6 +34,12 @@ from masters.engine.trainer import train
 CONFIGS = ROOT / "configs" / "accelerate"
 JOB = Path(__file__).with_name("distributed_job.py")
 TOLERANCE = 1e-4
+# FSDP1 and FSDP2 on CPU/gloo are not deterministic from one launch to the next (DDP's 2 processes
+# equal 1 bit for bit): repeated launches of the same run, with and without the kill, differed from
+# 1 process by 2.5e-6 to 6.8e-5 (FSDP1) and 7.7e-7 to 3.1e-5 (FSDP2), once 1.17e-4 (FSDP1, a
+# full-suite run). Not explained yet (the reduce-scatter is synchronous; not PYTHONHASHSEED); the
+# negative control must still exceed the wider bound.
+ENGINE_TOLERANCE = {"fsdp1": 5e-4, "fsdp2": 5e-4}
 LAUNCH_TIMEOUT_S = 240
 N_TRAIN = 15  # 8 steps of 2 questions: the last step has 1 (uneven split, an idle rank)
 
@@ -170,9 +176,10 @@ def test_two_processes_killed_and_resumed_equal_one_process(tiny_pair, scored_ba
     got = load_file(str(tmp_path / "main" / "student" / "model.safetensors"))
     expected = references.get(f"main-{engine}" if two else "main", **one)
     diff = max_diff(got, expected)
-    assert diff < TOLERANCE, f"{engine}: 2 processes differ from 1 by {diff:.2e}"
+    tolerance = ENGINE_TOLERANCE.get(engine, TOLERANCE)
+    assert diff < tolerance, f"{engine}: 2 processes differ from 1 by {diff:.2e}"
     control = references.get(f"seed1-{engine}" if two else "seed1", seed=1, **one)
-    assert max_diff(control, expected) > TOLERANCE  # the negative control: a different seed fails the check
+    assert max_diff(control, expected) > tolerance  # the negative control: a different seed fails the check
 
     if "pipeline" in report:  # generation and training by both ranks, scoring and evaluation by rank 0
         stages = json.loads((tmp_path / "pipeline" / "stages.json").read_text())
