@@ -148,7 +148,8 @@ def prepare(work: Path, steps: int, env: dict, *, checkpointing: bool,
                 f"build_tiny_model('llava', 'small', w / 'student', tokenizer_dir=w / 'tokenizer', seed=2, **{STUDENT!r})\n")
         run([sys.executable, "-c", code, str(work)], env, 1800)
     prepared = {}
-    for cached, precision in sorted(set(bases) | {(True, "fp32")}, key=lambda b: (b != (True, "fp32"), b)):
+    first = (True, "fp32")  # base-cached: the bank and the reference log-probs the others copy
+    for cached, precision in [first] + sorted(set(bases) - {first}):
         base = work / ("base-" + ("cached" if cached else "online") + ("" if precision == "fp32" else f"-{precision}"))
         ready = work / f"{base.name}{'-gc' if checkpointing else ''}.ready"  # the cache is keyed by the training config
         if not ready.exists():
@@ -404,7 +405,8 @@ def notes(result: dict) -> list[str]:
                      + (", not for " + " and ".join(c["check"].split()[0] for c in passed if not c["passed"])
                         if any(c["passed"] for c in passed) and not all(c["passed"] for c in passed) else "") + "."
                      + cache)
-    imported = {e: part(r, last(r, "step"), "deepspeed_imported") for e, r in main.items() if r}
+    imported = {e: r["rank0_breakdown_after_phase"][last(r, "step")].get("deepspeed_imported")
+                for e, r in main.items() if r}
     floor = after(ddp, "reference pass")
     ideal = (floor + state["half"]) / (floor + state["whole"])
     lines.append(f"- **The floor.** Before any model state (the student loaded, its reference rows read) a rank holds "

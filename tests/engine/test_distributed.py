@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from launching import ROOT, accelerate_launch, free_port
+from launching import ROOT, accelerate_launch, free_port, needs_deepspeed
 from safetensors.torch import load_file
 
 from masters.bank.scoring import score_bank
@@ -43,8 +43,6 @@ ENGINE_TOLERANCE = {"fsdp1": 5e-4, "fsdp2": 5e-4}
 LAUNCH_TIMEOUT_S = 240
 N_TRAIN = 15  # 8 steps of 2 questions: the last step has 1 (uneven split, an idle rank)
 
-needs_deepspeed = pytest.mark.skipif(os.environ.get("MASTERS_SKIP_DEEPSPEED") == "1",
-                                     reason="MASTERS_SKIP_DEEPSPEED=1 (never set by .ci/run)")
 
 
 def config(tiny_pair, out, **overrides) -> dict:

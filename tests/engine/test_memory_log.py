@@ -9,8 +9,8 @@ import subprocess
 import sys
 import types
 
-import pytest
 import torch
+from launching import needs_deepspeed
 
 from masters.engine.distributed import MEMORY_LOG_ENV, log_memory
 
@@ -67,6 +67,7 @@ def test_unwrapping_a_model_does_not_import_deepspeed():
     assert out.stdout.strip() == "False"
 
 
+@needs_deepspeed
 def test_a_deepspeed_engine_is_still_recognised_once_deepspeed_is_imported(monkeypatch):
     import accelerate.utils.other as other
 
@@ -79,9 +80,7 @@ def test_a_deepspeed_engine_is_still_recognised_once_deepspeed_is_imported(monke
     real = sys.modules.get("deepspeed")
     monkeypatch.delitem(sys.modules, "deepspeed", raising=False)
     spec = importlib.util.find_spec("deepspeed")
-    assert check() is False  # installed or not
-    if spec is None:
-        return  # not installed: never available
+    assert check() is False  # installed, not imported
     stand_in = types.ModuleType("deepspeed")
     stand_in.__spec__ = spec
     monkeypatch.setitem(sys.modules, "deepspeed", real or stand_in)
@@ -98,7 +97,7 @@ print(type(scaler["scaler"]).__name__, "deepspeed" in sys.modules)
 """
 
 
-@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed not installed (a test extra)")
+@needs_deepspeed
 def test_checkpoints_load_without_deepspeed_unless_a_file_names_it(tmp_path):
     torch.save({"x": torch.arange(3)}, tmp_path / "plain.pt")
     made = subprocess.run([sys.executable, "-c", "import sys, torch\n"
